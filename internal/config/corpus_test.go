@@ -1,57 +1,23 @@
 package config
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/opencsp/installer/internal/testutil"
 )
 
-// expectedError is one line of testdata/bad/expect.txt.
-type expectedError struct {
-	File, Field, Substring string
-	Line                   int
-}
+type expectedError = testutil.Expectation
 
-// readExpectations parses testdata/bad/expect.txt:
-// FILE<TAB>LINE<TAB>FIELD<TAB>SUBSTRING, FIELD "-" for file-level errors.
+// readExpectations groups testdata/bad/expect.txt by file.
 func readExpectations(t *testing.T) map[string][]expectedError {
 	t.Helper()
-	f, err := os.Open("testdata/bad/expect.txt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
 	out := map[string][]expectedError{}
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		cols := strings.Split(line, "\t")
-		if len(cols) != 4 {
-			t.Fatalf("expect.txt:%d: want 4 tab-separated columns, got %d", n, len(cols))
-		}
-		ln, err := strconv.Atoi(cols[1])
-		if err != nil || ln < 1 {
-			t.Fatalf("expect.txt:%d: bad line number %q", n, cols[1])
-		}
-		field := cols[2]
-		if field == "-" {
-			field = ""
-		}
-		if cols[3] == "" {
-			t.Fatalf("expect.txt:%d: empty substring", n)
-		}
-		out[cols[0]] = append(out[cols[0]], expectedError{File: cols[0], Line: ln, Field: field, Substring: cols[3]})
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
+	for _, e := range testutil.ReadExpectations(t, "testdata/bad/expect.txt") {
+		out[e.File] = append(out[e.File], e)
 	}
 	return out
 }

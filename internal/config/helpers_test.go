@@ -1,78 +1,27 @@
 package config
 
 import (
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"golang.org/x/crypto/ssh"
+	"github.com/opencsp/installer/internal/testutil"
 )
 
-// Test fixtures follow the conventions of testdata/: a config refers to its
-// key as "privateKeyFile: id_ed25519" (next to the config) and to its secret
-// as "env:OPENCSP_TEST_PVE_SECRET". Nothing else on the machine is used; in
-// particular no ssh-agent.
+// Fixture helpers shared with the CLI tests live in internal/testutil.
 const (
-	testSecretEnv   = "OPENCSP_TEST_PVE_SECRET"
-	testSecretValue = "s3cret"
+	testSecretEnv   = testutil.SecretEnv
+	testSecretValue = testutil.SecretValue
 )
 
-// setupCorpusDir makes a temporary directory holding an unencrypted ed25519
-// key pair (id_ed25519, id_ed25519.pub), sets OPENCSP_TEST_PVE_SECRET and
-// unsets SSH_AUTH_SOCK for the test. Copy a corpus file into the directory
-// and load it from there.
-func setupCorpusDir(t testing.TB) string {
-	t.Helper()
-	dir := t.TempDir()
-	writeKeyPair(t, filepath.Join(dir, "id_ed25519"), "opencsp-test")
-	t.Setenv(testSecretEnv, testSecretValue)
-	t.Setenv("SSH_AUTH_SOCK", "")
-	return dir
-}
+func setupCorpusDir(t testing.TB) string { return testutil.CorpusDir(t) }
 
-// writeKeyPair writes an unencrypted OpenSSH ed25519 private key at path and
-// its public half at path+".pub"; it returns the authorized_keys line.
 func writeKeyPair(t testing.TB, path, comment string) string {
-	t.Helper()
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, err := ssh.MarshalPrivateKey(priv, comment)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sshPub, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " " + comment
-	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path+".pub", []byte(line+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return line
+	return testutil.WriteKeyPair(t, path, comment)
 }
 
-// copyInto copies a testdata file into dir and returns the new path.
-func copyInto(t testing.TB, dir, src string) string {
-	t.Helper()
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dst := filepath.Join(dir, filepath.Base(src))
-	if err := os.WriteFile(dst, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return dst
-}
+func copyInto(t testing.TB, dir, src string) string { return testutil.CopyInto(t, dir, src) }
 
 func readFile(t testing.TB, path string) []byte {
 	t.Helper()
