@@ -328,3 +328,21 @@ func TestExitCodes(t *testing.T) {
 		}
 	}
 }
+
+func TestStateDirOfAnotherClusterIsRefused(t *testing.T) {
+	dir, file := writeExample(t, "standalone")
+	if r := opencsp(t, dir, "install", "-c", file); r.code != 0 {
+		t.Fatalf("install: exit %d: %s", r.code, r.stderr)
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, file))
+	other := strings.Replace(string(b), "name: lab\n", "name: other\n", 1)
+	os.WriteFile(filepath.Join(dir, "other.yaml"), []byte(other), 0o644)
+	before, _ := os.ReadFile(filepath.Join(dir, ".opencsp", state.FileName))
+	r := opencsp(t, dir, "install", "-c", "other.yaml")
+	if r.code != 2 || !strings.Contains(r.stderr, "another cluster") {
+		t.Errorf("exit %d, want 2 and a cluster mismatch message:\n%s", r.code, r.stderr)
+	}
+	if after, _ := os.ReadFile(filepath.Join(dir, ".opencsp", state.FileName)); !bytes.Equal(before, after) {
+		t.Error("the refused run changed state.json")
+	}
+}
