@@ -5,42 +5,23 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strings"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 
 	"github.com/opencsp/installer/internal/config"
+	"github.com/opencsp/installer/internal/infra"
 )
-
-// Problem is one thing that would make the install fail, and what to do.
-type Problem struct {
-	Check string // short name, e.g. "ssh key"
-	Msg   string // what is wrong and how to fix it
-}
-
-func (p Problem) String() string { return p.Check + ": " + p.Msg }
-
-// Problems collects every failed check so the user fixes them in one go.
-type Problems []Problem
-
-func (ps Problems) Error() string {
-	lines := make([]string, len(ps))
-	for i, p := range ps {
-		lines[i] = "  - " + p.String()
-	}
-	return fmt.Sprintf("%d preflight check(s) failed:\n%s", len(ps), strings.Join(lines, "\n"))
-}
 
 // secretSink receives resolved secrets so logs can redact them.
 type secretSink interface{ Add(secret string) }
 
 // localChecks verifies what the installer needs on this machine: secrets
 // resolvable, keys readable. Resolved secrets are handed to redact.
-func localChecks(cfg *config.Config, redact secretSink) Problems {
-	var ps Problems
+func localChecks(cfg *config.Config, redact secretSink) infra.Problems {
+	var ps infra.Problems
 	add := func(check, format string, args ...any) {
-		ps = append(ps, Problem{Check: check, Msg: fmt.Sprintf(format, args...)})
+		ps = append(ps, infra.Problem{Check: check, Msg: fmt.Sprintf(format, args...)})
 	}
 	secret := func(check string, r config.SecretRef) {
 		if r.IsZero() {
