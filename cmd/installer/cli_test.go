@@ -346,3 +346,16 @@ func TestStateDirOfAnotherClusterIsRefused(t *testing.T) {
 		t.Error("the refused run changed state.json")
 	}
 }
+
+func TestOpenStackIsRefusedBeforeAnythingRuns(t *testing.T) {
+	dir, file := writeExample(t, "openstack")
+	for _, cmd := range []string{"plan", "install"} {
+		r := opencsp(t, dir, cmd, "-c", file)
+		if r.code != 2 || !strings.Contains(r.stderr, "OpenStack provisioning is not implemented yet") {
+			t.Errorf("%s: exit %d, want 2 and the not-implemented message:\n%s", cmd, r.code, r.stderr)
+		}
+		if exists(filepath.Join(dir, ".opencsp")) {
+			t.Fatalf("%s created the state dir", cmd)
+		}
+	}
+}

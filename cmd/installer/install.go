@@ -16,6 +16,7 @@ import (
 
 	"github.com/opencsp/installer/internal/config"
 	"github.com/opencsp/installer/internal/events"
+	"github.com/opencsp/installer/internal/infra/openstack"
 	"github.com/opencsp/installer/internal/logging"
 	"github.com/opencsp/installer/internal/state"
 	"github.com/opencsp/installer/internal/ui"
@@ -44,6 +45,9 @@ is skipped, so rerunning the same command resumes where the last run stopped.`,
 			if err := checkStageFlags(opts); err != nil {
 				return err
 			}
+			if err := checkProvider(a, cfg); err != nil {
+				return err
+			}
 			return runInstall(cmd, a, cfg, opts)
 		},
 	}
@@ -55,6 +59,15 @@ func addStageFlags(cmd *cobra.Command, opts *stages.Options) {
 	names := strings.Join(pipeline.Names(), ", ")
 	cmd.Flags().StringVar(&opts.From, "from", "", "run this stage and every later one ("+names+")")
 	cmd.Flags().StringVar(&opts.Only, "only", "", "run just this stage ("+names+")")
+}
+
+// checkProvider refuses, before anything runs, a provider that cannot
+// provision yet.
+func checkProvider(a *app, cfg *config.Config) error {
+	if cfg.Infrastructure.Provider == "openstack" {
+		return usageError{fmt.Errorf("%s: infrastructure.provider: %w", a.configPath, openstack.ErrProvisioning)}
+	}
+	return nil
 }
 
 // checkStageFlags refuses unknown stage names before anything is created.

@@ -25,6 +25,9 @@ func newPlanCmd(a *app) *cobra.Command {
 			if err := checkStageFlags(opts); err != nil {
 				return err
 			}
+			if err := checkProvider(a, cfg); err != nil {
+				return err
+			}
 			runner := &stages.Runner{
 				Stages:   pipeline.Install(),
 				Config:   cfg,
