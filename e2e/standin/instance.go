@@ -599,23 +599,24 @@ func (in *Instance) Exec(ctx context.Context, args ...string) ([]byte, error) {
 	return cmd.CombinedOutput()
 }
 
-// MemoryPSS sums the proportional set size (bytes) of the instance's processes, nspawn included.
-func (in *Instance) MemoryPSS() (uint64, error) {
-	var total uint64
+// Memory sums the proportional set size (PSS: shared pages split between their users) and the
+// resident set size (RSS) in bytes of the instance's processes, nspawn included.
+func (in *Instance) Memory() (pss, rss uint64, err error) {
 	for _, pid := range netnsPIDs(in.netns) {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
 		if err != nil {
 			continue
 		}
 		for _, l := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(l, "Pss:"); ok {
-				f := strings.Fields(v)
-				if len(f) > 0 {
-					kb, _ := strconv.ParseUint(f[0], 10, 64)
-					total += kb * 1024
+			for key, dst := range map[string]*uint64{"Pss:": &pss, "Rss:": &rss} {
+				if v, ok := strings.CutPrefix(l, key); ok {
+					if f := strings.Fields(v); len(f) > 0 {
+						kb, _ := strconv.ParseUint(f[0], 10, 64)
+						*dst += kb * 1024
+					}
 				}
 			}
 		}
 	}
-	return total, nil
+	return pss, rss, nil
 }

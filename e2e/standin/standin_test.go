@@ -267,9 +267,8 @@ func TestInstancesLikeClonedVMs(t *testing.T) {
 		}
 	}
 	for _, v := range vms {
-		pss, _ := v.inst.MemoryPSS()
-		t.Logf("%s at %s: SSH port open after %v, cloud-init done after %v, memory (PSS) %.1f MiB",
-			v.name, v.addr, v.sshAt.Round(100*time.Millisecond), v.ready.Round(100*time.Millisecond), float64(pss)/(1<<20))
+		t.Logf("%s at %s: SSH port open after %v, cloud-init done after %v",
+			v.name, v.addr, v.sshAt.Round(100*time.Millisecond), v.ready.Round(100*time.Millisecond))
 	}
 
 	for _, v := range vms {
@@ -301,6 +300,12 @@ func TestInstancesLikeClonedVMs(t *testing.T) {
 		if got := c.run(t, "sudo -n cat /etc/hosts"); !strings.Contains(got, v.name) {
 			t.Errorf("%s: manage_etc_hosts: /etc/hosts lacks the hostname:\n%s", v.name, got)
 		}
+	}
+	for _, v := range vms {
+		pss, rss, _ := v.inst.Memory()
+		du, _ := exec.Command("du", "-sm", filepath.Join(v.inst.Dir(), "upper")).Output()
+		t.Logf("%s: memory PSS %.1f MiB, RSS %.1f MiB; overlay upper %s MiB", v.name,
+			float64(pss)/(1<<20), float64(rss)/(1<<20), strings.Fields(string(du) + " ?")[0])
 	}
 	// cloud-init generated host keys per instance (the golden tree has none).
 	if bytes.Equal(vms[0].conn.hostKey.Marshal(), vms[1].conn.hostKey.Marshal()) {
@@ -421,5 +426,8 @@ func TestCleanupAfterCrash(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(standin.StateRoot(), prefix)); !os.IsNotExist(err) {
 		t.Errorf("state dir of %s still exists", prefix)
+	}
+	if _, err := os.Stat("/run/systemd/nspawn/propagate/" + prefix + "-crashme"); !os.IsNotExist(err) {
+		t.Errorf("nspawn's propagate dir of the killed container is left")
 	}
 }

@@ -163,6 +163,17 @@ func Cleanup(ctx context.Context, prefix string) error {
 			errs = append(errs, err)
 		}
 	}
+	// nspawn's own runtime files, left behind when it was SIGKILLed.
+	for _, in := range st.Instances {
+		removeNspawnLeftovers(in.Machine, filepath.Join(in.Dir, "merged"))
+	}
+	if ents, err := os.ReadDir("/run/systemd/nspawn/propagate"); err == nil {
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), prefix+"-") {
+				removeNspawnLeftovers(e.Name(), "")
+			}
+		}
+	}
 	// 3. mounts (overlays) below the state directory and below recorded instance dirs.
 	if err := unmountAll(dir); err != nil {
 		errs = append(errs, err)
@@ -239,4 +250,20 @@ func CleanupStale(ctx context.Context) ([]string, error) {
 func linkExists(name string) bool {
 	_, err := os.Stat(filepath.Join("/sys/class/net", name))
 	return err == nil
+}
+
+// removeNspawnLeftovers removes systemd-nspawn's runtime files of a machine: the propagation
+// directory (named after the machine) and the image lock (named after the root directory's
+// device and inode). A cleanly exiting nspawn removes both itself.
+func removeNspawnLeftovers(machine, rootDir string) {
+	if machine != "" && !strings.Contains(machine, "/") {
+		_ = os.RemoveAll(filepath.Join("/run/systemd/nspawn/propagate", machine))
+	}
+	if rootDir == "" {
+		return
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(rootDir, &st); err == nil {
+		_ = os.Remove(fmt.Sprintf("/run/systemd/nspawn/locks/inode-%d:%d", st.Dev, st.Ino))
+	}
 }
