@@ -105,9 +105,15 @@ func TestProfileMerge(t *testing.T) {
 			t.Errorf("components = %+v", cfg.Components)
 		}
 		// The profile's other entries stay.
-		for _, c := range []string{"teleport", "semaphore", "tetragon", "vector", "mimir", "tempo", "tofu-controller"} {
+		for _, c := range []string{"teleport", "semaphore", "tetragon", "vector", "mimir", "tempo"} {
 			if cfg.ComponentEnabled(c) {
 				t.Errorf("minimal: %s enabled", c)
+			}
+		}
+		// The Console needs Zitadel's OIDC apps, which tofu-controller applies.
+		for _, c := range []string{"tofu-controller", "zitadel", "console"} {
+			if !cfg.ComponentEnabled(c) {
+				t.Errorf("minimal: %s disabled", c)
 			}
 		}
 	})
