@@ -22,13 +22,14 @@ const ticketLifetime = 2 * time.Hour
 // Authorization header, or a ticket from the PVEAuthCookie cookie (or the
 // Authorization header) plus CSRFPreventionToken on writes.
 func (s *Server) authenticate(r *http.Request, rel string, rc *reqCtx, isUpload bool) *apiError {
-	if rel == "/access/ticket" && (r.Method == "GET" || r.Method == "POST") {
-		return nil
-	}
-	if rel == "/access/domains" && r.Method == "GET" {
-		return nil
-	}
 	auth := r.Header.Get("Authorization")
+	if (rel == "/access/ticket" && (r.Method == "GET" || r.Method == "POST")) ||
+		(rel == "/access/domains" && r.Method == "GET") {
+		// no authentication required; a token header still marks the call
+		// as token based (and the ticket call does not allow tokens)
+		rc.isToken = extractAuthValue(auth, "PVEAPIToken") != ""
+		return nil
+	}
 	ticket := cookieValue(r.Header.Values("Cookie"), "PVEAuthCookie")
 	if ticket == "" {
 		ticket = extractAuthValue(auth, "PVEAuthCookie")
