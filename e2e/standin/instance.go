@@ -226,11 +226,12 @@ func (h *Host) Start(ctx context.Context, spec InstanceSpec) (_ *Instance, err e
 		done:    make(chan struct{}),
 		waitc:   make(chan error, 1),
 	}
-	h.instances[spec.Name] = in
-	h.mu.Unlock()
 	if len(in.veth) > 15 {
+		h.mu.Unlock()
 		return nil, fmt.Errorf("interface name %s too long", in.veth)
 	}
+	h.instances[spec.Name] = in
+	h.mu.Unlock()
 	in.merged = filepath.Join(in.dir, "merged")
 	in.upper = filepath.Join(in.dir, "upper")
 	in.seedDir = filepath.Join(in.dir, "seed")

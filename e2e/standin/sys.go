@@ -178,14 +178,26 @@ func nsLeader(pids []int) int {
 	return 0
 }
 
-// killNetns SIGKILLs every process in the named network namespace and waits for them to go.
+// killNetns SIGKILLs every process in the named network namespace and waits until they are gone
+// (exited or zombies) — including ones that already left the namespace while exiting, such as a
+// PID namespace's init that is still reaping its children.
 func killNetns(name string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
+	killed := map[int]uint64{} // pid -> start time
 	for {
-		pids := netnsPIDs(name)
-		live := pids[:0]
-		for _, p := range pids {
+		var live []int
+		for _, p := range netnsPIDs(name) {
 			if !procZombie(p) {
+				live = append(live, p)
+				if _, ok := killed[p]; !ok {
+					killed[p] = procStart(p)
+				}
+			}
+		}
+		for p, st := range killed {
+			if !procAlive(p, st) {
+				delete(killed, p)
+			} else if !containsInt(live, p) {
 				live = append(live, p)
 			}
 		}
@@ -193,7 +205,7 @@ func killNetns(name string, timeout time.Duration) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("processes still in netns %s: %v", name, live)
+			return fmt.Errorf("processes of netns %s still running: %v", name, live)
 		}
 		// Killing a PID namespace's init kills the whole namespace.
 		if l := nsLeader(live); l > 0 {
@@ -204,6 +216,15 @@ func killNetns(name string, timeout time.Duration) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+func containsInt(list []int, v int) bool {
+	for _, x := range list {
+		if x == v {
+			return true
+		}
+	}
+	return false
 }
 
 func cmdline(pid int) string {
