@@ -38,3 +38,10 @@ demo-down: ## remove the demo's scratch dir
 
 clean: ## remove build output and caches
 	rm -rf bin .cache
+
+.PHONY: tools tools-test
+tools: ## build the e2e tools (etcd, kube-apiserver, kubectl, Flux) into .cache/tools (cached; ~12 min cold)
+	cd e2e/tools && $(GO) run ./cmd/buildtools -repo $(CURDIR)
+
+tools-test: ## vet + test the e2e tools module (its own go.mod under e2e/tools)
+	cd e2e/tools && $(GO) vet ./... && $(GO) test -count=1 ./...
