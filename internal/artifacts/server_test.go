@@ -169,4 +169,3 @@ func checkProgress(t *testing.T, evs []events.Event, size int64) {
 		t.Errorf("last event %d/%d, want %d/%d", last.BytesDone, last.BytesTotal, size, size)
 	}
 }
-
