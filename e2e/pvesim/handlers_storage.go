@@ -565,23 +565,29 @@ func handleUpload(s *Server, rc *reqCtx) (any, error) {
 	}), nil
 }
 
-func fileHash(algo, path string) (string, error) {
-	var h hash.Hash
+func newHash(algo string) (hash.Hash, error) {
 	switch algo {
 	case "md5":
-		h = md5.New()
+		return md5.New(), nil
 	case "sha1":
-		h = sha1.New()
+		return sha1.New(), nil
 	case "sha224":
-		h = sha256.New224()
+		return sha256.New224(), nil
 	case "sha256":
-		h = sha256.New()
+		return sha256.New(), nil
 	case "sha384":
-		h = sha512.New384()
+		return sha512.New384(), nil
 	case "sha512":
-		h = sha512.New()
-	default:
-		return "", fmt.Errorf("unknown algorithm '%s'", algo)
+		return sha512.New(), nil
+	}
+	return nil, fmt.Errorf("unknown algorithm '%s'", algo)
+}
+
+// fileHash mirrors PVE::Tools::get_file_hash (lower-case hex).
+func fileHash(algo, path string) (string, error) {
+	h, err := newHash(algo)
+	if err != nil {
+		return "", err
 	}
 	f, err := os.Open(path)
 	if err != nil {

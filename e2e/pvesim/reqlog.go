@@ -1,6 +1,7 @@
 package pvesim
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -70,9 +71,11 @@ func (l *requestLog) add(e *LoggedRequest) {
 			*LoggedRequest
 			DurationMS float64 `json:"duration_ms"`
 		}{e, float64(e.Duration.Microseconds()) / 1000}
-		b, err := json.Marshal(line)
-		if err == nil {
-			l.w.Write(append(b, '\n'))
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(line); err == nil {
+			l.w.Write(buf.Bytes())
 		}
 	}
 }

@@ -391,23 +391,50 @@ type handlerFunc func(s *Server, rc *reqCtx) (any, error)
 
 const maxPostSize = 64 * 1024
 
+// reqState ties a request to its log entry; the entry is logged right
+// before the response is written, so a client never sees an answer whose
+// request is not in the log yet.
+type reqState struct {
+	s      *Server
+	entry  *LoggedRequest
+	start  time.Time
+	rc     *reqCtx
+	logged bool
+}
+
+type stateKey struct{}
+
+func (st *reqState) log(status int) {
+	if st == nil || st.logged {
+		return
+	}
+	st.logged = true
+	st.entry.Status = status
+	st.entry.Duration = time.Since(st.start)
+	if st.rc != nil {
+		st.entry.User = st.rc.authID
+		st.entry.UPID = st.rc.logUPID
+	}
+	st.s.reqlog.add(st.entry)
+}
+
+func stateOf(r *http.Request) *reqState {
+	st, _ := r.Context().Value(stateKey{}).(*reqState)
+	return st
+}
+
 // ServeHTTP implements the PVE API HTTP server behaviour.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	entry := &LoggedRequest{
+	st := &reqState{s: s, start: start, entry: &LoggedRequest{
 		Time:   start.UTC(),
 		Method: r.Method,
 		Path:   r.URL.Path,
 		Client: r.RemoteAddr,
-	}
-	status, rc := s.serve(w, r, entry)
-	entry.Status = status
-	entry.Duration = time.Since(start)
-	if rc != nil {
-		entry.User = rc.authID
-		entry.UPID = rc.logUPID
-	}
-	s.reqlog.add(entry)
+	}}
+	r = r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
+	status, _ := s.serve(w, r, st.entry)
+	st.log(status)
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request, entry *LoggedRequest) (int, *reqCtx) {
@@ -443,6 +470,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, entry *LoggedRequ
 	}
 
 	rc := &reqCtx{r: r, startReq: time.Now()}
+	stateOf(r).rc = rc
 	isUpload := r.Method == "POST" && uploadPathRE.MatchString(rel)
 	if aerr := s.authenticate(r, rel, rc, isUpload); aerr != nil {
 		if s.opts.AuthFailDelay > 0 {
@@ -552,7 +580,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, entry *LoggedRequ
 	if up, ok := data.(upidString); ok {
 		rc.logUPID = string(up)
 	}
-	return s.writeData(w, data, rc.total), rc
+	return s.writeData(w, r, data, rc.total), rc
 }
 
 // upidString marks a handler result that is a task UPID (for the log).
@@ -680,7 +708,8 @@ func perlNumberString(s string) string {
 }
 
 // writeData writes a successful {"data": ...} response.
-func (s *Server) writeData(w http.ResponseWriter, data any, total *int) int {
+func (s *Server) writeData(w http.ResponseWriter, r *http.Request, data any, total *int) int {
+	stateOf(r).log(200)
 	if up, ok := data.(upidString); ok {
 		data = string(up)
 	}
@@ -730,6 +759,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, e *apiError)
 // connection (net/http always uses the standard phrase). PVE closes the
 // connection after every error response, and so does this.
 func (s *Server) writeRaw(w http.ResponseWriter, r *http.Request, status int, msg string, body []byte) {
+	stateOf(r).log(status)
 	reason := strings.SplitN(strings.TrimRight(msg, "\n"), "\n", 2)[0]
 	if reason == "" {
 		reason = http.StatusText(status)
@@ -746,7 +776,6 @@ func (s *Server) writeRaw(w http.ResponseWriter, r *http.Request, status int, ms
 	if err != nil {
 		return
 	}
-	defer conn.Close()
 	var b strings.Builder
 	fmt.Fprintf(&b, "HTTP/1.1 %d %s\r\n", status, reason)
 	now := time.Now().UTC().Format(http.TimeFormat)
@@ -756,11 +785,14 @@ func (s *Server) writeRaw(w http.ResponseWriter, r *http.Request, status int, ms
 	bufrw.Write(body)
 	bufrw.Flush()
 	// let the client read the response before the close
-	if tc, ok := conn.(interface{ CloseWrite() error }); ok {
-		tc.CloseWrite()
-	}
-	conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-	io.Copy(io.Discard, bufio.NewReader(conn))
+	go func() {
+		defer conn.Close()
+		if tc, ok := conn.(interface{ CloseWrite() error }); ok {
+			tc.CloseWrite()
+		}
+		conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		io.Copy(io.Discard, bufio.NewReader(conn))
+	}()
 }
 
 // checkProxyNode mirrors pveproxy's proxying to the node a call is for.
