@@ -47,6 +47,11 @@ type Config struct {
 	InitialBackoff time.Duration
 	MaxBackoff     time.Duration
 
+	// KeepAlive sends an SSH keepalive this often so NAT and firewalls do
+	// not drop a connection idle during a long, quiet command (the K3s
+	// install); default 30s, negative disables.
+	KeepAlive time.Duration
+
 	// Logger receives connection attempts and command output (debug level).
 	// Default: discard.
 	Logger *slog.Logger
@@ -63,6 +68,7 @@ const (
 	DefaultAuthRetryWindow = 30 * time.Second
 	DefaultInitialBackoff  = 500 * time.Millisecond
 	DefaultMaxBackoff      = 10 * time.Second
+	DefaultKeepAlive       = 30 * time.Second
 )
 
 func (c Config) withDefaults() Config {
@@ -86,6 +92,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxBackoff < c.InitialBackoff {
 		c.MaxBackoff = c.InitialBackoff
+	}
+	if c.KeepAlive == 0 {
+		c.KeepAlive = DefaultKeepAlive
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -24,6 +24,9 @@ type Client struct {
 
 	mu   sync.Mutex
 	sftp *sftp.Client // opened on first use
+
+	stopKeepAlive chan struct{}
+	closeOnce     sync.Once
 }
 
 // ConnectError means no SSH connection could be made before the connect
@@ -90,7 +93,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		attempts++
 		conn, key, err := attempt(dctx, cfg, plan, creds)
 		if err == nil {
-			c := &Client{cfg: cfg, conn: conn, hostKey: key}
+			c := &Client{cfg: cfg, conn: conn, hostKey: key, stopKeepAlive: make(chan struct{})}
 			if plan.known == nil && cfg.HostKey.OnFirstContact != nil {
 				if err := cfg.HostKey.OnFirstContact(key); err != nil {
 					_ = conn.Close()
@@ -98,6 +101,9 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 				}
 			}
 			log.Debug("ssh connected", "attempts", attempts, "host_key", ssh.FingerprintSHA256(key))
+			if cfg.KeepAlive > 0 {
+				go c.keepAlive(cfg.KeepAlive)
+			}
 			return c, nil
 		}
 		if ctx.Err() != nil {
@@ -266,8 +272,26 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // HostKey is the key the server presented on login.
 func (c *Client) HostKey() ssh.PublicKey { return c.hostKey }
 
+// keepAlive pings the server until the client is closed or the connection
+// fails.
+func (c *Client) keepAlive(every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stopKeepAlive:
+			return
+		case <-t.C:
+			if _, _, err := c.conn.SendRequest("keepalive@openssh.com", true, nil); err != nil {
+				return
+			}
+		}
+	}
+}
+
 // Close ends the SFTP session, if any, and the connection.
 func (c *Client) Close() error {
+	c.closeOnce.Do(func() { close(c.stopKeepAlive) })
 	c.mu.Lock()
 	s := c.sftp
 	c.sftp = nil

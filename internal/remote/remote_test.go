@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"os/exec"
 	"path"
 	"strconv"
@@ -20,6 +21,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/opencsp/installer/internal/events"
 	"github.com/opencsp/installer/internal/logging"
 	"github.com/opencsp/installer/internal/remote/sshdtest"
 )
@@ -183,21 +185,22 @@ func TestUploadLargeFileWithProgress(t *testing.T) {
 	e := newEnv(t)
 	const size = 64 << 20
 	tests := []struct {
-		name string
-		cfg  func(t *testing.T) Config
-		dir  string
-		mode fs.FileMode
+		name     string
+		cfg      func(t *testing.T) Config
+		top, dir string // top is created by the upload (missing parents) and removed after
+		mode     fs.FileMode
 	}{
-		{name: "root over sftp", cfg: func(*testing.T) Config { return e.config("root") }, dir: "/tmp/opencsp-remote-test-" + randSuffix() + "/a/b", mode: 0o640},
+		{name: "root over sftp", cfg: func(*testing.T) Config { return e.config("root") }, top: "/tmp/opencsp-remote-test-" + randSuffix(), dir: "a/b", mode: 0o640},
 		{name: "sudo user into root-owned dir", cfg: func(t *testing.T) Config { return e.sudoUser(t, sshdtest.SudoNoPassword) },
-			dir: "/opt/opencsp-remote-test-" + randSuffix() + "/bin", mode: 0o755},
+			top: "/opt/opencsp-remote-test-" + randSuffix(), dir: "bin", mode: 0o755},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := tt.cfg(t)
 			c := e.dial(t, cfg)
-			t.Cleanup(func() { _ = exec.Command("rm", "-rf", path.Dir(tt.dir)).Run() })
-			dst := path.Join(tt.dir, "k3s")
+			t.Cleanup(func() { _ = exec.Command("rm", "-rf", tt.top).Run() })
+			dir := path.Join(tt.top, tt.dir)
+			dst := path.Join(dir, "k3s")
 
 			h := sha256.New()
 			src := io.TeeReader(io.LimitReader(pseudoRandom(7), size), h)
@@ -223,7 +226,7 @@ func TestUploadLargeFileWithProgress(t *testing.T) {
 			}
 			checkProgress(t, calls, size)
 
-			out, err := c.Output(context.Background(), "stat -c '%a %U' "+dst+"; ls -A "+tt.dir)
+			out, err := c.Output(context.Background(), "stat -c '%a %U' "+dst+"; ls -A "+dir)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -651,4 +654,39 @@ func (h *recordHandler) count(msg string) int {
 		}
 	}
 	return n
+}
+
+func TestUploadFileAsPlainUserWithProgressEvents(t *testing.T) {
+	e := newEnv(t)
+	u := sshdtest.AddUser(t, sshdtest.NoSudo)
+	e.srv.Authorize(t, u.Name, e.key.Public())
+	c := e.dial(t, e.config(u.Name)) // Sudo false: plain SFTP as the user
+	src := path.Join(t.TempDir(), "images.tar.zst")
+	data, _ := io.ReadAll(io.LimitReader(pseudoRandom(3), 4<<20))
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var rec events.Recorder
+	dst := u.Home + "/images/images.tar.zst"
+	err := c.UploadFile(context.Background(), src, dst, 0o644,
+		ProgressEvents(&rec, events.Event{Stage: "k3s", Step: "upload", Message: "images.tar.zst"}))
+	if err != nil {
+		t.Fatalf("UploadFile: %v", err)
+	}
+	sum := sha256.Sum256(data)
+	if got, err := c.SHA256(context.Background(), dst); err != nil || got != hex.EncodeToString(sum[:]) {
+		t.Errorf("remote sha256 = %q, %v", got, err)
+	}
+	evs := rec.Events()
+	if len(evs) == 0 {
+		t.Fatal("no events")
+	}
+	last := evs[len(evs)-1]
+	if last.Status != events.Progress || last.Stage != "k3s" || last.Step != "upload" || last.BytesDone != int64(len(data)) || last.BytesTotal != int64(len(data)) {
+		t.Errorf("last event = %+v", last)
+	}
+	// Without sudo a root-owned destination is refused, not silently skipped.
+	if err := c.WriteFile(context.Background(), "/etc/opencsp-should-not-exist", []byte("x"), 0o644); err == nil {
+		t.Error("plain user wrote into /etc")
+	}
 }

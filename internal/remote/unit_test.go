@@ -162,3 +162,21 @@ func privateKeyOf(t *testing.T, k sshdtest.Key) any {
 	}
 	return raw
 }
+
+func TestKeepAliveKeepsConnectionUsable(t *testing.T) {
+	sshdtest.Require(t)
+	srv := sshdtest.Start(t, sshdtest.Options{})
+	key := sshdtest.NewKey(t)
+	srv.Authorize(t, "root", key.Public())
+	c, err := Dial(context.Background(), Config{Host: srv.Host, Port: srv.Port, User: "root", KeyFile: key.Path, KeepAlive: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(150 * time.Millisecond) // several keepalives
+	if err := c.Run(context.Background(), "true"); err != nil {
+		t.Fatal(err)
+	}
+	if err := errors.Join(c.Close(), c.Close()); err != nil && !strings.Contains(err.Error(), "closed") {
+		t.Errorf("double Close: %v", err)
+	}
+}
