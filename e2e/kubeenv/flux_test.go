@@ -24,6 +24,7 @@ data:
 // kustomize-controller applies ./deploy, and a pushed change is rolled out after a
 // reconcile request.
 func TestFluxGitOps(t *testing.T) {
+	t.Parallel()
 	begin := time.Now()
 	env := StartForTest(t, Options{Flux: true})
 	t.Logf("cold start with Flux: %s", env.Timings)

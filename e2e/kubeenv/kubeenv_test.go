@@ -19,6 +19,7 @@ func alive(pid int) bool { return procStart(pid) != "" }
 // TestControlPlane: etcd + kube-apiserver start, kubectl works through the written kubeconfig,
 // a ConfigMap is server-side applied and read back, and Stop leaves no process behind.
 func TestControlPlane(t *testing.T) {
+	t.Parallel()
 	env := StartForTest(t, Options{ExtraSANs: []string{"10.213.0.10", "k3s.e2e.invalid"}})
 	t.Logf("cold start: %s", env.Timings)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -131,6 +132,7 @@ data:
 // TestLeftoversOfCrashedRun: a Start in the directory of a run that never called Stop kills
 // that run's processes (found from the pidfiles) before starting anew.
 func TestLeftoversOfCrashedRun(t *testing.T) {
+	t.Parallel()
 	if os.Getenv(SkipEnv) == "1" {
 		t.Skip(SkipEnv + "=1")
 	}

@@ -54,7 +54,8 @@ func procStart(pid int) string {
 }
 
 // spawn starts bin with args and env, output to <logs>/<name>.log, in its own process group,
-// recorded in <run>/<name>.pid. The process gets SIGTERM when the harness dies (Pdeathsig),
+// recorded in <run>/<name>.pid. The process gets SIGKILL when the harness dies (Pdeathsig: a
+// kube-apiserver given SIGTERM while etcd dies too lingers for long; the data is throwaway),
 // and a later Start or Cleanup in the same directory kills it from the pidfile otherwise.
 func spawn(name, bin string, args, env []string, logDir, runDir string) (*proc, error) {
 	logPath := filepath.Join(logDir, name+".log")
@@ -66,7 +67,7 @@ func spawn(name, bin string, args, env []string, logDir, runDir string) (*proc, 
 	cmd := exec.Command(bin, args...)
 	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	p := &proc{name: name, cmd: cmd, log: logPath, pidFile: filepath.Join(runDir, name+".pid"), done: make(chan struct{})}
 	// Pdeathsig fires when the forking thread exits: fork from a locked thread that lives until
 	// the process has been reaped.
