@@ -15,7 +15,7 @@ type Config struct {
 	Profile        string                     `yaml:"profile,omitempty" jsonschema:"enum=standalone,enum=cluster,enum=openstack,enum=appliance,enum=minimal,description=Preset merged under this file (the file always wins). Default standalone."`
 	Cluster        Cluster                    `yaml:"cluster" jsonschema:"required"`
 	Infrastructure Infrastructure             `yaml:"infrastructure"`
-	Images         []string                   `yaml:"images,omitempty" jsonschema:"description=Cloud images to turn into VM templates (names from images/ or local file paths)."`
+	Images         []string                   `yaml:"images,omitempty" jsonschema:"description=Cloud images to turn into VM templates: names from images/\\, local image files (.qcow2/.raw/.img)\\, or image definition files (.yaml: name\\, url\\, checksumURL\\, checksumAlgorithm) e.g. for a mirror."`
 	ManagementVM   ManagementVM               `yaml:"managementVM"`
 	K3s            K3s                        `yaml:"k3s"`
 	OpsRepo        OpsRepo                    `yaml:"opsRepo"`
@@ -50,6 +50,9 @@ type Proxmox struct {
 	Nodes       []string  `yaml:"nodes,omitempty" jsonschema:"description=Nodes the installer may use; one node pins placement; empty means all online nodes."`
 	Storage     Storage   `yaml:"storage"`
 	Network     Network   `yaml:"network"`
+	// UploadImages makes the installer fetch cloud images itself and upload
+	// them, for nodes that cannot reach the image URLs (air-gapped).
+	UploadImages bool `yaml:"uploadImages,omitempty" jsonschema:"description=Fetch cloud images on this machine and upload them to Proxmox instead of letting the node download them (nodes without internet access)."`
 }
 
 // TLS says how the installer trusts an HTTPS endpoint.

@@ -286,6 +286,12 @@ func (v *validator) images() {
 			v.errorf(f, "duplicate image %q", img)
 		}
 		seen[img] = true
+		if images.IsDefinitionFile(img) {
+			if _, err := images.LoadFile(resolvePath(v.baseDir, img)); err != nil {
+				v.errorf(f, "%v", unwrapPathErr(err))
+			}
+			continue
+		}
 		if isLocalImage(img) {
 			p := resolvePath(v.baseDir, img)
 			if st, err := os.Stat(p); err != nil {
@@ -296,7 +302,7 @@ func (v *validator) images() {
 			continue
 		}
 		if _, ok := images.Get(img); !ok {
-			v.errorf(f, "unknown image %q; use one of %s, or a path to a local .qcow2/.raw file", img, strings.Join(images.Names(), ", "))
+			v.errorf(f, "unknown image %q; use one of %s, a path to a local .qcow2/.raw file, or an image definition file (.yaml)", img, strings.Join(images.Names(), ", "))
 		}
 	}
 	if m := v.cfg.ManagementVM.Image; m != "" && len(imgs) > 0 && !slices.Contains(imgs, m) {

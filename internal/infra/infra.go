@@ -22,11 +22,11 @@ type Node struct {
 	Name      string
 	Online    bool
 	CPUs      int
-	CPUUsed   float64 // fraction 0..1 of CPUs busy
-	MemTotal  int64   // bytes
-	MemUsed   int64   // bytes
-	Version   string  // hypervisor version, e.g. "9.1.2"
-	Bridges   []string
+	CPUUsed   float64  // fraction 0..1 of CPUs busy
+	MemTotal  int64    // bytes
+	MemUsed   int64    // bytes
+	Version   string   // hypervisor version, e.g. "9.1.2"
+	Bridges   []string // nil: unknown (not checked)
 	Storages  []Storage
 	Reachable bool // the provider could talk to this node's API
 }

@@ -89,7 +89,7 @@ func unfit(n Node, req PlacementRequest) string {
 		return fmt.Sprintf("has %d CPUs, the VM needs %d cores", n.CPUs, req.Cores)
 	case n.MemFree() < int64(req.MemoryMiB)<<20:
 		return fmt.Sprintf("%d MiB memory free, the VM needs %d MiB", n.MemFree()>>20, req.MemoryMiB)
-	case req.Bridge != "" && !slices.Contains(n.Bridges, req.Bridge):
+	case req.Bridge != "" && n.Bridges != nil && !slices.Contains(n.Bridges, req.Bridge):
 		return fmt.Sprintf("has no bridge %s", req.Bridge)
 	}
 	if req.Storage != "" {
