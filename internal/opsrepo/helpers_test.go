@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -138,4 +139,8 @@ func scanDir(t *testing.T, dir string, secrets []string) {
 
 func configComponent(enabled *bool) config.ComponentConfig {
 	return config.ComponentConfig{Enabled: enabled}
+}
+
+func slogTo(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
