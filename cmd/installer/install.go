@@ -17,6 +17,7 @@ import (
 	"github.com/opencsp/installer/internal/config"
 	"github.com/opencsp/installer/internal/events"
 	"github.com/opencsp/installer/internal/infra/openstack"
+	"github.com/opencsp/installer/internal/infra/providers"
 	"github.com/opencsp/installer/internal/logging"
 	"github.com/opencsp/installer/internal/state"
 	"github.com/opencsp/installer/internal/ui"
@@ -101,8 +102,12 @@ func runInstall(cmd *cobra.Command, a *app, cfg *config.Config, opts stages.Opti
 	v := version.Get()
 	log.Info("install started", "version", v.Version, "config", a.configPath, "cluster", cfg.Cluster.Name, "from", opts.From, "only", opts.Only)
 
+	provider, err := providers.New(cfg, log)
+	if err != nil {
+		return fmt.Errorf("%s: %w", a.configPath, err)
+	}
 	runner := &stages.Runner{
-		Stages:           pipeline.Install(),
+		Stages:           pipeline.Install(provider),
 		Store:            store,
 		Config:           cfg,
 		Log:              log,

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/opencsp/installer/internal/infra/providers"
 	"github.com/opencsp/installer/internal/logging"
 	"github.com/opencsp/installer/stages"
 	"github.com/opencsp/installer/stages/pipeline"
@@ -28,8 +29,12 @@ func newPlanCmd(a *app) *cobra.Command {
 			if err := checkProvider(a, cfg); err != nil {
 				return err
 			}
+			provider, err := providers.New(cfg, nil)
+			if err != nil {
+				return fmt.Errorf("%s: %w", a.configPath, err)
+			}
 			runner := &stages.Runner{
-				Stages:   pipeline.Install(),
+				Stages:   pipeline.Install(provider),
 				Config:   cfg,
 				StateDir: a.stateDir, // read without locking or creating anything
 				Secrets:  logging.NewRedactor(),

@@ -1,14 +1,17 @@
 // Package preflight is the first stage: it checks, before anything is
 // created, that the install can work, and reports every problem together.
-// Today it checks what lives on this machine (secret references, SSH keys);
-// the Proxmox API checks join it with the Proxmox provider.
+// It checks what lives on this machine (secret references, SSH keys) and,
+// through the provider, the cloud: API, TLS, token, version, nodes,
+// storages, bridge and capacity.
 package preflight
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/opencsp/installer/internal/config"
+	"github.com/opencsp/installer/internal/infra"
 	"github.com/opencsp/installer/stages"
 )
 
@@ -16,10 +19,10 @@ import (
 const Name = "preflight"
 
 // Stage implements stages.Stage.
-type Stage struct{}
+type Stage struct{ provider infra.Provider }
 
-// New returns the preflight stage.
-func New() *Stage { return &Stage{} }
+// New returns the preflight stage; provider nil checks this machine only.
+func New(p infra.Provider) *Stage { return &Stage{provider: p} }
 
 // Outputs is what preflight records.
 type Outputs struct {
@@ -34,10 +37,23 @@ type inputs struct {
 	Infrastructure config.Infrastructure `json:"infrastructure"`
 	SSH            config.SSH            `json:"ssh"`
 	OpsAuth        config.GitAuth        `json:"ops_auth"`
+	// What the provider checks capacity and placement for.
+	VM     vmNeeds  `json:"vm"`
+	Images []string `json:"images"`
+}
+
+type vmNeeds struct {
+	Name      string `json:"name"`
+	Node      string `json:"node"`
+	Cores     int    `json:"cores"`
+	MemoryMiB int    `json:"memory_mib"`
+	DiskGiB   int    `json:"disk_gib"`
 }
 
 func (*Stage) Inputs(cfg *config.Config) any {
-	return inputs{cfg.Infrastructure, cfg.ManagementVM.SSH, cfg.OpsRepo.Auth}
+	m := cfg.ManagementVM
+	return inputs{cfg.Infrastructure, m.SSH, cfg.OpsRepo.Auth,
+		vmNeeds{m.Name, m.Node, m.Cores, m.MemoryMiB, m.DiskGiB}, cfg.Images}
 }
 
 func (*Stage) Plan(_ context.Context, env *stages.Env) ([]stages.Change, error) {
@@ -48,18 +64,39 @@ func (*Stage) Plan(_ context.Context, env *stages.Env) ([]stages.Change, error) 
 	return changes, nil
 }
 
-func (*Stage) Run(_ context.Context, env *stages.Env) error {
+func (s *Stage) Run(ctx context.Context, env *stages.Env) error {
 	done := env.Step("local", "check secrets and keys on this machine")
-	if ps := localChecks(env.Config, env.Secrets); len(ps) > 0 {
+	ps := localChecks(env.Config, env.Secrets)
+	if len(ps) > 0 {
 		done(ps)
+	} else {
+		done(nil)
+	}
+	if s.provider != nil {
+		done := env.Step("provider", "check the "+env.Config.Infrastructure.Provider+" API, nodes, storages, network and capacity")
+		remote, err := s.provider.Preflight(ctx)
+		if err != nil {
+			done(err)
+			return fmt.Errorf("provider checks: %w", err)
+		}
+		if len(remote) > 0 {
+			done(remote)
+		} else {
+			done(nil)
+		}
+		ps = append(ps, remote...)
+	}
+	if len(ps) > 0 {
 		return ps
 	}
-	done(nil)
 	return env.SetOutputs(Outputs{CheckedAt: time.Now().UTC(), Checks: checkNames(env.Config)})
 }
 
 // Verify repeats the local checks: they are cheap and read-only, and a
 // secret that vanished since the last run must stop the install here.
+// The provider checks are not repeated: once the VM exists, capacity
+// checks would count it against itself, and later stages report API
+// problems with their own context.
 func (*Stage) Verify(_ context.Context, env *stages.Env) error {
 	if ps := localChecks(env.Config, env.Secrets); len(ps) > 0 {
 		return ps
