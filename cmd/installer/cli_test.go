@@ -185,6 +185,7 @@ func TestConfigSchemaIsValidAndAcceptsExamples(t *testing.T) {
 func TestInstallRunsResumesAndKeepsSecretsOut(t *testing.T) {
 	dir, file := writeExample(t, "standalone")
 	const secret = "pve-secret-value-123"
+	pointAtPVE(t, dir, file)
 
 	r := opencsp(t, dir, "plan", "-c", file)
 	if r.code != 0 || !strings.Contains(r.stdout, "preflight: run") || !strings.Contains(r.stdout, "check proxmox token env:PVE_TOKEN_SECRET") {
@@ -255,7 +256,7 @@ func TestInstallRunsResumesAndKeepsSecretsOut(t *testing.T) {
 	}
 	os.Chmod(filepath.Join(dir, "id_ed25519"), 0o600)
 	if r = opencsp(t, dir, "install", "-c", file); r.code != 0 {
-		t.Errorf("resume after fixing the key: exit %d: %s", r.code, r.stderr)
+		t.Errorf("resume after fixing the key: exit %d: %s%s", r.code, r.stdout, r.stderr)
 	}
 }
 
@@ -275,6 +276,7 @@ func TestInstallRefusesSecondProcessOnSameStateDir(t *testing.T) {
 
 func TestStageFlags(t *testing.T) {
 	dir, file := writeExample(t, "standalone")
+	pointAtPVE(t, dir, file)
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -331,6 +333,7 @@ func TestExitCodes(t *testing.T) {
 
 func TestStateDirOfAnotherClusterIsRefused(t *testing.T) {
 	dir, file := writeExample(t, "standalone")
+	pointAtPVE(t, dir, file)
 	if r := opencsp(t, dir, "install", "-c", file); r.code != 0 {
 		t.Fatalf("install: exit %d: %s", r.code, r.stderr)
 	}

@@ -2,16 +2,10 @@ package pipeline_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strings"
 	"testing"
 	"time"
 
@@ -20,27 +14,10 @@ import (
 	"github.com/opencsp/installer/internal/infra/proxmox"
 	"github.com/opencsp/installer/internal/state"
 	"github.com/opencsp/installer/internal/testutil"
+	"github.com/opencsp/installer/internal/testutil/pvetest"
 	"github.com/opencsp/installer/stages"
 	"github.com/opencsp/installer/stages/pipeline"
 )
-
-// imageServer serves a fake qcow2 and its SHA256SUMS on loopback, the way
-// a cloud-image mirror does.
-func imageServer(t *testing.T) (url string, image []byte) {
-	t.Helper()
-	image = append(pvesim.FakeQCOW2(2<<30), make([]byte, 4096)...)
-	sum := sha256.Sum256(image)
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debian-12-genericcloud-amd64.qcow2", func(w http.ResponseWriter, r *http.Request) {
-		http.ServeContent(w, r, "x.qcow2", time.Time{}, strings.NewReader(string(image)))
-	})
-	mux.HandleFunc("/SHA256SUMS", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "%s  debian-12-genericcloud-amd64.qcow2\n", hex.EncodeToString(sum[:]))
-	})
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-	return srv.URL, image
-}
 
 // env is one test installation: an emulator, an image mirror, a config.
 type env struct {
@@ -62,58 +39,23 @@ type setup struct {
 	bridges []string // what GET /nodes/{node}/network lists; default vmbr0
 }
 
-// networkShim serves the emulator over its own HTTPS listener and answers
-// GET /nodes/{node}/network itself: pvesim does not emulate that endpoint
-// yet (its schema facts lack it), and real PVE serves it. Every other
-// request goes to the emulator, so its request log and ValidateLog cover
-// them.
-func networkShim(t *testing.T, sim *pvesim.Server, bridges []string) *httptest.Server {
-	if bridges == nil {
-		bridges = []string{"vmbr0"}
-	}
-	netRE := regexp.MustCompile(`^/api2/json/nodes/[^/]+/network$`)
-	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodGet && netRE.MatchString(r.URL.Path) {
-			if r.Header.Get("Authorization") != sim.AuthHeader() {
-				w.WriteHeader(http.StatusUnauthorized)
-				return
-			}
-			var list []map[string]any
-			for _, b := range bridges {
-				list = append(list, map[string]any{"iface": b, "type": "bridge", "active": 1})
-			}
-			w.Header().Set("Content-Type", "application/json;charset=UTF-8")
-			json.NewEncoder(w).Encode(map[string]any{"data": list})
-			return
-		}
-		sim.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	return srv
-}
 
 const staticIP = "192.0.2.10"
 
 func newEnv(t *testing.T, s setup) *env {
 	t.Helper()
 	dir := testutil.CorpusDir(t)
-	mirror, _ := imageServer(t)
+	pvetest.Mirror(t, dir)
 	opts := pvesim.Options{Nodes: max(1, s.nodes), SharedStorage: s.shared, LockTimeout: 300 * time.Millisecond,
 		TaskDuration: 5 * time.Millisecond, Seed: 1,
 		AddressFor: func(vmid int, node string) (string, bool) { return staticIP + "/24", true }}
 	if s.simOpts != nil {
 		s.simOpts(&opts)
 	}
-	sim, err := pvesim.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sim.Close() })
-	front := networkShim(t, sim, s.bridges)
+	pve := pvetest.Start(t, opts, s.bridges)
+	sim := pve.Sim
 	t.Setenv("OPENCSP_TEST_PVE_SECRET", sim.TokenSecret())
 
-	def := fmt.Sprintf("name: debian-12\nos: debian\nrelease: \"12\"\narch: amd64\nurl: %s/debian-12-genericcloud-amd64.qcow2\nchecksumURL: %s/SHA256SUMS\nchecksumAlgorithm: sha256\nformat: qcow2\n", mirror, mirror)
-	os.WriteFile(filepath.Join(dir, "debian-12.yaml"), []byte(def), 0o644)
 
 	templates := "local-lvm"
 	if s.shared {
@@ -151,7 +93,7 @@ managementVM:
   ssh: {user: opencsp, privateKeyFile: id_ed25519}
 k3s: {version: v1.33.5+k3s1}
 opsRepo: {url: ssh://git@git.example.net/ops/opencsp.git}
-`, front.URL, sim.TokenID(), proxmox.Fingerprint(front.Certificate().Raw), s.upload, templates, templates, s.extra, node, network)
+`, pve.URL, sim.TokenID(), pve.Fingerprint, s.upload, templates, templates, s.extra, node, network)
 	path := filepath.Join(dir, "opencsp.yaml")
 	os.WriteFile(path, []byte(yaml), 0o644)
 	cfg, err := config.Load(path)

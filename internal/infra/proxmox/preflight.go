@@ -83,9 +83,30 @@ func (p *Provider) Preflight(ctx context.Context) (infra.Problems, error) {
 		return ps, nil
 	}
 
+	// What an earlier run created needs no space any more.
+	vms, err := p.vms(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		add("proxmox api", "cannot list VMs: %v", err)
+		return ps, nil
+	}
+	vmExists := false
+	templatesOn := map[string]int{}
+	for _, r := range vms {
+		switch {
+		case !r.hasTag(p.cfg.Tag()):
+		case bool(r.Template):
+			templatesOn[r.Node]++
+		case r.Name == p.cfg.ManagementVM.Name:
+			vmExists = true
+		}
+	}
+
 	// Storages: per node, each role's content type and space.
-	need := p.storageNeeds()
 	for _, n := range allowed {
+		need := p.storageNeeds(templatesOn[n.Name], vmExists)
 		for _, st := range need {
 			s, ok := findStorage(n, st.name)
 			check := "storage " + st.name
@@ -107,7 +128,7 @@ func (p *Provider) Preflight(ctx context.Context) (infra.Problems, error) {
 						st.name, c, strings.Join(s.Content, ","), strings.Join(st.roles, "/"), st.name, strings.Join(append(slices.Clone(s.Content), c), ","))
 				}
 			}
-			if s.Avail < st.bytes {
+			if s.Avail < st.bytes && st.bytes > 0 {
 				add(check, "storage %s on node %s has %s free, the install needs %s; free space or choose another storage",
 					st.name, n.Name, gib(s.Avail), gib(st.bytes))
 			}
@@ -120,7 +141,7 @@ func (p *Provider) Preflight(ctx context.Context) (infra.Problems, error) {
 
 	// Capacity: can the VM be placed? Not when it exists already (it then
 	// uses the memory we would look for).
-	if _, exists, err := p.FindVM(ctx, p.cfg.ManagementVM.Name, p.cfg.Tag()); err == nil && !exists {
+	if !vmExists {
 		if _, err := infra.Place(nodes, p.placementRequest()); err != nil {
 			add("capacity", "%v", err)
 		}
@@ -151,9 +172,14 @@ type storageNeed struct {
 	bytes   int64
 }
 
-func (p *Provider) storageNeeds() []storageNeed {
-	nImages := int64(max(1, len(p.cfg.Images)))
+// storageNeeds lists the storages with the space still needed, given the
+// templates on the node and whether the VM exists already.
+func (p *Provider) storageNeeds(templates int, vmExists bool) []storageNeed {
+	nImages := int64(max(0, len(p.cfg.Images)-templates))
 	disk := int64(p.cfg.ManagementVM.DiskGiB) << 30
+	if vmExists {
+		disk = 0
+	}
 	var out []storageNeed
 	add := func(name, role, content string, bytes int64) {
 		for i := range out {
