@@ -155,7 +155,7 @@ func Render(ctx context.Context, in RenderInput) (*Tree, error) {
 		return nil, fmt.Errorf("plan layers: %w", err)
 	}
 	for _, w := range warnings {
-		log.Warn("layer plan", "warning", w)
+		log.Info("layer plan", "warning", w)
 	}
 	files, err := clusters.Render(cfg.Cluster.Name, layers, vars, clusters.Options{Overrides: overrides(cfg)})
 	if err != nil {

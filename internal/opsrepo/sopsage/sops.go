@@ -41,7 +41,7 @@ func (m Metadata) Matches(recipient string) bool {
 		m.EncryptedRegex == EncryptedRegex
 }
 
-func store() *sopsyaml.Store { return sopsyaml.NewStore(&sopsconfig.YAMLStoreConfig{}) }
+func store() *sopsyaml.Store { return sopsyaml.NewStore(&sopsconfig.YAMLStoreConfig{Indent: 2}) }
 
 // Normalize parses a plaintext YAML document and emits it the way Decrypt
 // returns plaintext, so the two can be compared byte for byte.
