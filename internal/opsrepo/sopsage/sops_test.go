@@ -70,7 +70,7 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(viaSops, norm) {
+	if viaSops, err = Normalize(viaSops); err != nil || !bytes.Equal(viaSops, norm) {
 		t.Errorf("sops decrypt\n%s\nwant\n%s", viaSops, norm)
 	}
 }
