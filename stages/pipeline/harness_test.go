@@ -39,7 +39,6 @@ type setup struct {
 	bridges []string // what GET /nodes/{node}/network lists; default vmbr0
 }
 
-
 const staticIP = "192.0.2.10"
 
 func newEnv(t *testing.T, s setup) *env {
@@ -55,7 +54,6 @@ func newEnv(t *testing.T, s setup) *env {
 	pve := pvetest.Start(t, opts, s.bridges)
 	sim := pve.Sim
 	t.Setenv("OPENCSP_TEST_PVE_SECRET", sim.TokenSecret())
-
 
 	templates := "local-lvm"
 	if s.shared {
@@ -105,11 +103,9 @@ opsRepo: {url: ssh://git@git.example.net/ops/opencsp.git}
 
 // fastOptions keep retries and polls short for tests.
 var fastOptions = proxmox.Options{
-	Poll:               proxmox.Backoff{Initial: 5 * time.Millisecond, Max: 50 * time.Millisecond},
-	Retry:              proxmox.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond},
-	Attempts:           8,
-	AgentTimeoutStatic: 2 * time.Second,
-	AgentTimeoutDHCP:   5 * time.Second,
+	Poll:     proxmox.Backoff{Initial: 5 * time.Millisecond, Max: 50 * time.Millisecond},
+	Retry:    proxmox.Backoff{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond},
+	Attempts: 8,
 }
 
 // run runs the install pipeline through the real Runner with a state store.

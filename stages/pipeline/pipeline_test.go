@@ -1,6 +1,9 @@
 package pipeline_test
 
 import (
+	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -48,6 +51,12 @@ func TestInstallConverges(t *testing.T) {
 			info, _ := e.sim.VM(vm.VMID)
 			if !info.Running || !strings.Contains(info.Config["tags"], "opencsp-lab") || info.Config["cores"] != "2" {
 				t.Errorf("VM: %+v", info)
+			}
+			// sshkeys: the whole value URI-encoded, spaces as %20, as PVE wants.
+			pub, _ := os.ReadFile(filepath.Join(e.dir, "id_ed25519.pub"))
+			keys, err := url.PathUnescape(info.Config["sshkeys"])
+			if err != nil || strings.Contains(info.Config["sshkeys"], "+") || strings.Join(strings.Fields(keys)[:2], " ") != strings.Join(strings.Fields(string(pub))[:2], " ") {
+				t.Errorf("sshkeys %q (decoded %q, %v), want %q", info.Config["sshkeys"], keys, err, pub)
 			}
 			if e.vmsNamed("opencsp-lab-mgmt") != 1 {
 				t.Errorf("%d VMs named opencsp-lab-mgmt", e.vmsNamed("opencsp-lab-mgmt"))

@@ -24,11 +24,7 @@ type Options struct {
 	Retry    Backoff       // retries of lock timeouts and 5xx; default 1s..10s
 	Attempts int           // attempts per retried operation; default 6
 	Timeout  time.Duration // per HTTP request (not uploads); default 60s
-	// AgentTimeout bounds the wait for the guest agent: with a static
-	// address it only confirms (default 2m), with DHCP it is required
-	// (default 10m).
-	AgentTimeoutStatic, AgentTimeoutDHCP time.Duration
-	Log                                  *slog.Logger
+	Log      *slog.Logger
 }
 
 func (o Options) withDefaults() Options {
@@ -38,8 +34,6 @@ func (o Options) withDefaults() Options {
 	o.Retry.Max = cmp.Or(o.Retry.Max, 10*time.Second)
 	o.Attempts = cmp.Or(o.Attempts, 6)
 	o.Timeout = cmp.Or(o.Timeout, 60*time.Second)
-	o.AgentTimeoutStatic = cmp.Or(o.AgentTimeoutStatic, 2*time.Minute)
-	o.AgentTimeoutDHCP = cmp.Or(o.AgentTimeoutDHCP, 10*time.Minute)
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
