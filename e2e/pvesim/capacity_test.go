@@ -2,10 +2,13 @@ package pvesim
 
 import (
 	"bytes"
+	"crypto/x509"
 	"encoding/hex"
 	"io"
+	"log"
 	"mime/multipart"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -211,4 +214,26 @@ func TestUpload(t *testing.T) {
 	if r := c.do("POST", "/nodes/pve/storage/local/upload", vals("content", "iso", "filename", "a.iso")); r.Status != 501 {
 		t.Errorf("non-multipart upload: %d %q", r.Status, r.Reason)
 	}
+}
+
+func TestDownloadHTTPS(t *testing.T) {
+	img := FakeQCOW2(1 << 30)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(img) }))
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
+	defer srv.Close()
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+
+	s := newTestServer(t, Options{})
+	c := tokenClient(t, s)
+	if _, st := c.task("POST", "/nodes/pve/storage/local/download-url", vals("url", srv.URL+"/a.qcow2", "content", "import", "filename", "a.qcow2")); !strings.HasSuffix(st, "failed: exit code 5") {
+		t.Errorf("untrusted certificate: %q", st)
+	}
+	c.taskOK("POST", "/nodes/pve/storage/local/download-url", vals("url", srv.URL+"/a.qcow2", "content", "import",
+		"filename", "a.qcow2", "verify-certificates", "0"))
+
+	s2 := newTestServer(t, Options{DownloadRootCAs: pool})
+	c2 := tokenClient(t, s2)
+	c2.taskOK("POST", "/nodes/pve/storage/local/download-url", vals("url", srv.URL+"/a.qcow2", "content", "import", "filename", "a.qcow2"))
 }

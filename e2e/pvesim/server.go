@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"math/rand"
 	"mime"
 	"net"
@@ -87,8 +88,9 @@ type Options struct {
 	// DownloadRootCAs are trusted by download-url when verify-certificates=1
 	// (in addition to the system roots).
 	DownloadRootCAs *x509.CertPool
-	// StrictImageFormat makes import content checks (qcow2 magic) fatal like
-	// PVE's untrusted-image checks. Default true; set DisableImageChecks to skip.
+	// DisableImageChecks skips the untrusted-image checks of import content
+	// (a .qcow2 must be qcow2 without backing file, a .vmdk must be VMDK, an
+	// .ova must contain an .ovf), which PVE applies on upload and download.
 	DisableImageChecks bool
 }
 
@@ -157,6 +159,11 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("pvesim: refusing to listen on non-loopback address %q", opts.Listen)
 	}
 	applyDefaults(&opts)
+	durations := map[string]time.Duration{}
+	for k, v := range opts.TaskDurations {
+		durations[k] = v
+	}
+	opts.TaskDurations = durations
 	s := &Server{
 		opts:     opts,
 		schema:   schema,
@@ -202,7 +209,7 @@ func New(opts Options) (*Server, error) {
 		// PVE's server speaks HTTP/1.1 only; this also keeps Hijack available.
 		TLSNextProto:      map[string]func(*http.Server, *tls.Conn, http.Handler){},
 		ReadHeaderTimeout: 30 * time.Second,
-		ErrorLog:          nil,
+		ErrorLog:          log.New(io.Discard, "", 0),
 	}
 	s.wg.Add(1)
 	go func() {
