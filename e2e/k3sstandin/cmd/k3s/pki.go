@@ -22,11 +22,11 @@ import (
 // serving certificate is re-issued when the wanted SANs change (K3s's
 // dynamic listener does the same when tls-san changes).
 type pki struct {
-	dir                         string
-	caCert, caKey               string
-	servingCert, servingKey     string
-	adminCert, adminKey         string
-	saPub, saKey                string
+	dir                          string
+	caCert, caKey                string
+	servingCert, servingKey      string
+	adminCert, adminKey          string
+	saPub, saKey                 string
 	caPEM, adminPEM, adminKeyPEM []byte
 }
 

@@ -361,7 +361,7 @@ func (n *nodeAgent) heartbeat(ctx context.Context) error {
 	status := map[string]any{"status": map[string]any{
 		"conditions": []map[string]string{{
 			"type": "Ready", "status": "True", "reason": "KubeletReady",
-			"message": "opencsp k3s stand-in: control plane running (no kubelet)",
+			"message":           "opencsp k3s stand-in: control plane running (no kubelet)",
 			"lastHeartbeatTime": now, "lastTransitionTime": now,
 		}},
 		"addresses": []map[string]string{{"type": "InternalIP", "address": n.ip}, {"type": "Hostname", "address": n.name}},
