@@ -21,6 +21,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -176,6 +177,19 @@ func upToDate(bin, stampFile, stamp string) bool {
 func (b *Builder) Run() (*Manifest, error) {
 	if err := os.MkdirAll(b.OutDir, 0o755); err != nil {
 		return nil, err
+	}
+	// One build at a time per output directory (two checkouts' `make tools` or parallel CI
+	// jobs): the second waits, then finds everything up to date.
+	lock, err := os.OpenFile(filepath.Join(b.OutDir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		b.logf("waiting for another buildtools on %s", b.OutDir)
+		if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+			return nil, err
+		}
 	}
 	gv, err := b.output(b.PinsDir, "env", "GOVERSION")
 	if err != nil {
