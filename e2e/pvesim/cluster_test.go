@@ -173,6 +173,15 @@ func TestNodeFacts(t *testing.T) {
 		st["cpuinfo"].(map[string]any)["cpus"] != float64(16) || st["memory"].(map[string]any)["total"] != float64(128<<30) {
 		t.Errorf("node status %v", st)
 	}
+	l := c.ok("GET", "/nodes/pve/network", vals("type", "any_bridge")).dataList()
+	if len(l) != 2 || l[0].(map[string]any)["iface"] != "vmbr0" || l[1].(map[string]any)["iface"] != "vmbr1" {
+		t.Errorf("bridges %v", l)
+	}
+	s.SetNodeBridges("pve", "vmbr0")
+	if l := c.ok("GET", "/nodes/pve/network", nil).dataList(); len(l) != 2 || find(l, "iface", "eno1") == nil {
+		t.Errorf("interfaces %v", l)
+	}
+	s.SetNodeBridges("pve", "vmbr0", "vmbr1")
 	// bridges are checked when a VM starts
 	c.taskOK("POST", "/nodes/pve/qemu", vals("vmid", "100", "net0", "virtio,bridge=vmbr1"))
 	c.taskOK("POST", "/nodes/pve/qemu", vals("vmid", "101", "net0", "virtio,bridge=vmbr7"))

@@ -22,6 +22,7 @@ func init() {
 		"GET /cluster/nextid":                                        handleNextID,
 		"GET /nodes":                                                 handleNodes,
 		"GET /nodes/{node}/status":                                   handleNodeStatus,
+		"GET /nodes/{node}/network":                                  handleNodeNetwork,
 		"GET /nodes/{node}/storage":                                  handleStorageList,
 		"GET /nodes/{node}/storage/{storage}/status":                 handleStorageStatus,
 		"GET /nodes/{node}/storage/{storage}/content":                handleContentList,
@@ -367,4 +368,34 @@ func handleNodeStatus(s *Server, rc *reqCtx) (any, error) {
 		},
 		"boot-info": map[string]any{"mode": "efi", "secureboot": 0},
 	}, nil
+}
+
+// handleNodeNetwork lists the node's interfaces: one NIC and the bridges.
+func handleNodeNetwork(s *Server, rc *reqCtx) (any, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.nodeByName(rc.str("node"))
+	typ := rc.str("type")
+	out := []any{}
+	if typ == "" || typ == "eth" {
+		out = append(out, map[string]any{"iface": "eno1", "type": "eth", "method": "manual", "method6": "manual",
+			"families": []string{"inet"}, "active": 1, "exists": 1, "priority": 3})
+	}
+	if typ == "" || typ == "bridge" || typ == "any_bridge" || typ == "any_local_bridge" {
+		for i, b := range n.bridges {
+			e := map[string]any{"iface": b, "type": "bridge", "method": "manual", "method6": "manual",
+				"families": []string{"inet"}, "active": 1, "autostart": 1, "bridge_stp": "off", "bridge_fd": "0",
+				"bridge_ports": "", "priority": 4 + i}
+			if i == 0 {
+				e["method"] = "static"
+				e["bridge_ports"] = "eno1"
+				e["address"] = n.ip
+				e["netmask"] = "255.255.255.0"
+				e["cidr"] = n.ip + "/24"
+				e["gateway"] = "192.0.2.1"
+			}
+			out = append(out, e)
+		}
+	}
+	return out, nil
 }

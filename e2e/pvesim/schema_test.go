@@ -206,7 +206,7 @@ func TestResponsesMatchSchemaReturns(t *testing.T) {
 		"net0", "virtio,bridge=vmbr0", "agent", "1", "tags", "x;y", "ipconfig0", "ip=dhcp"))
 	upid := c.taskOK("POST", "/nodes/pve1/qemu/100/status/start", nil)
 	paths := []string{
-		"/version", "/cluster/status", "/cluster/resources", "/cluster/nextid", "/nodes", "/nodes/pve1/status",
+		"/version", "/cluster/status", "/cluster/resources", "/cluster/nextid", "/nodes", "/nodes/pve1/status", "/nodes/pve1/network",
 		"/nodes/pve1/storage", "/nodes/pve1/storage/local/status", "/nodes/pve1/storage/local-lvm/content",
 		"/nodes/pve1/qemu", "/nodes/pve1/qemu/100/status/current", "/nodes/pve1/qemu/100/cloudinit",
 		"/nodes/pve1/tasks", "/nodes/pve1/tasks/" + upid + "/status", "/nodes/pve1/tasks/" + upid + "/log",
@@ -296,4 +296,20 @@ func conformance(spec *returnsSpec, data any, path string) []string {
 		}
 	}
 	return out
+}
+
+func TestEveryEndpointHasAHandler(t *testing.T) {
+	seen := map[string]bool{}
+	for _, ep := range mustSchema().Endpoints {
+		key := ep.Method + " " + ep.Path
+		seen[key] = true
+		if handlers[key] == nil {
+			t.Errorf("no handler for %s", key)
+		}
+	}
+	for key := range handlers {
+		if !seen[key] {
+			t.Errorf("handler %s has no schema facts", key)
+		}
+	}
 }

@@ -29,7 +29,7 @@ type Endpoint struct {
 
 // Endpoints is the API surface of the emulator: every endpoint an installer
 // needs (reference/pve-api/installer-endpoints.md) plus the storage status
-// read go-proxmox uses for Node.Storage.
+// read go-proxmox uses for Node.Storage and the node network list (bridges).
 var Endpoints = []Endpoint{
 	{"GET", "/version"},
 	{"POST", "/access/ticket"},
@@ -38,6 +38,7 @@ var Endpoints = []Endpoint{
 	{"GET", "/cluster/nextid"},
 	{"GET", "/nodes"},
 	{"GET", "/nodes/{node}/status"},
+	{"GET", "/nodes/{node}/network"},
 	{"GET", "/nodes/{node}/storage"},
 	{"GET", "/nodes/{node}/storage/{storage}/status"},
 	{"GET", "/nodes/{node}/storage/{storage}/content"},
