@@ -91,7 +91,7 @@ func TestLockContentionDuringClone(t *testing.T) {
 	s := newTestServer(t, Options{LockTimeout: 300 * time.Millisecond})
 	c := tokenClient(t, s)
 	c.taskOK("POST", "/nodes/pve/qemu", vals("vmid", "9000", "template", "1", "scsi0", "local-lvm:1"))
-	s.SetTaskDuration("qmclone", 2*time.Second)
+	s.SetTaskDuration("qmclone", 1500*time.Millisecond)
 	upid := c.ok("POST", "/nodes/pve/qemu/9000/clone", vals("newid", "101")).str()
 
 	// the target carries the config lock "clone" for the whole task
@@ -126,6 +126,7 @@ func TestLockContentionDuringClone(t *testing.T) {
 	if st := c.wait(upid2); st != "OK" {
 		t.Fatalf("parallel clone: %s", st)
 	}
+	s.SetTaskDuration("qmclone", 20*time.Millisecond)
 	c.ok("PUT", "/nodes/pve/qemu/101/config", vals("name", "x"))
 	c.taskOK("POST", "/nodes/pve/qemu/101/status/start", nil)
 
