@@ -315,6 +315,7 @@ type nodeAgent struct {
 	name   string
 	ip     string
 	log    *slog.Logger
+	since  string // Ready since (lastTransitionTime); heartbeats do not move it
 }
 
 func (n *nodeAgent) do(ctx context.Context, method, path, contentType string, body any) (int, []byte, error) {
@@ -358,11 +359,14 @@ func (n *nodeAgent) register(ctx context.Context) error {
 
 func (n *nodeAgent) heartbeat(ctx context.Context) error {
 	now := time.Now().UTC().Format(time.RFC3339)
+	if n.since == "" {
+		n.since = now
+	}
 	status := map[string]any{"status": map[string]any{
 		"conditions": []map[string]string{{
 			"type": "Ready", "status": "True", "reason": "KubeletReady",
 			"message":           "opencsp k3s stand-in: control plane running (no kubelet)",
-			"lastHeartbeatTime": now, "lastTransitionTime": now,
+			"lastHeartbeatTime": now, "lastTransitionTime": n.since,
 		}},
 		"addresses": []map[string]string{{"type": "InternalIP", "address": n.ip}, {"type": "Hostname", "address": n.name}},
 		"nodeInfo": map[string]string{"kubeletVersion": version, "kubeProxyVersion": version, "operatingSystem": "linux",
