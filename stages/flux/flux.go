@@ -1,0 +1,147 @@
+// Package flux is the flux stage: it renders and pushes the ops repo (internal/opsrepo) with
+// the embedded Flux install manifests and the sync manifests in the cluster folder's
+// flux-system/, then bootstraps Flux on the K3s cluster with the semantics of flux2's
+// pkg/bootstrap (components, source Secret, sync, health), implemented with client-go
+// server-side apply (field manager opencsp) rather than by importing flux2, whose module
+// would pull Helm, controller-runtime and more into the installer.
+package flux
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/opencsp/installer/internal/config"
+	"github.com/opencsp/installer/internal/opsrepo"
+	"github.com/opencsp/installer/internal/version"
+	"github.com/opencsp/installer/stages"
+	"github.com/opencsp/installer/stages/flux/kube"
+	fluxmanifests "github.com/opencsp/installer/stages/flux/manifests"
+)
+
+// Name of the stage.
+const Name = "flux"
+
+// K3sOutputs is the part of the k3s stage's outputs this stage reads.
+type K3sOutputs struct {
+	Kubeconfig string `json:"kubeconfig"`
+	Server     string `json:"server"`
+}
+
+// Options of the stage (from CLI flags).
+type Options struct {
+	// Registry replaces ghcr.io/fluxcd in the Flux images (air-gapped mirror).
+	Registry string
+	// ForceSyncPath allows moving an existing sync to another URL/path.
+	ForceSyncPath bool
+	// Vars are extra cluster variables for the render (see opsrepo.RenderInput.Vars).
+	Vars map[string]string
+}
+
+// Stage implements stages.Stage.
+type Stage struct{ opts Options }
+
+// New returns the flux stage.
+func New(opts Options) *Stage { return &Stage{opts: opts} }
+
+// Name implements stages.Stage.
+func (*Stage) Name() string { return Name }
+
+type inputs struct {
+	OpsRepo    config.OpsRepo                    `json:"ops_repo"`
+	Components map[string]config.ComponentConfig `json:"components"`
+	Flux       string                            `json:"flux"`
+	Registry   string                            `json:"registry"`
+	Version    string                            `json:"version"`
+}
+
+// Inputs implements stages.Stage: the ops repo, the components and the Flux versions.
+func (s *Stage) Inputs(cfg *config.Config) any {
+	return inputs{OpsRepo: cfg.OpsRepo, Components: cfg.Components, Flux: fluxmanifests.Versions(),
+		Registry: s.opts.Registry, Version: version.Get().Version}
+}
+
+// Plan implements stages.Stage.
+func (s *Stage) Plan(ctx context.Context, env *stages.Env) ([]stages.Change, error) {
+	return []stages.Change{
+		{Action: "push", Target: "ops repo " + redactURL(env.Config.OpsRepo.URL), Detail: "render " + opsrepo.ClusterPath(env.Config)},
+		{Action: "apply", Target: "flux components", Detail: "Flux " + firstLine(fluxmanifests.Versions())},
+		{Action: "apply", Target: "flux sync", Detail: "GitRepository + Kustomization " + SyncName},
+	}, nil
+}
+
+// Run implements stages.Stage.
+func (s *Stage) Run(ctx context.Context, env *stages.Env) error {
+	var k3s K3sOutputs
+	if err := env.StageOutputs("k3s", &k3s); err != nil {
+		return err
+	}
+	client, err := kube.NewFromKubeconfig(k3s.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	repo, err := opsrepo.RepoOptionsFromConfig(env.Config, env.Secrets)
+	if err != nil {
+		return err
+	}
+	var prev Outputs
+	if err := env.Outputs(&prev); err != nil {
+		return err
+	}
+	repo.Auth.KnownHostKey = prev.HostKey
+	var prov struct {
+		Address string `json:"address"`
+	}
+	_ = env.StageOutputs("provision", &prov) // optional: static address otherwise
+	res, err := Bootstrap(ctx, Params{
+		Client: client, Config: env.Config, StateDir: env.StateDir, Repo: repo,
+		Registry: s.opts.Registry, ForceSyncPath: s.opts.ForceSyncPath, Vars: s.opts.Vars,
+		MgmtAddress: prov.Address, InstallerVersion: version.Get().Version, Secrets: env.Secrets,
+		Log: env.Log, Step: env.Step,
+	})
+	if err != nil {
+		return err
+	}
+	hostKey := res.HostKey
+	if hostKey == "" {
+		hostKey = prev.HostKey
+	}
+	return env.SetOutputs(Outputs{Commit: res.Commit, Path: res.Path, URL: redactURL(res.URL), Layers: res.Layers, HostKey: hostKey})
+}
+
+// Outputs are recorded after a successful run.
+type Outputs struct {
+	Commit  string   `json:"commit"`
+	Path    string   `json:"path"`
+	URL     string   `json:"url"`
+	Layers  []string `json:"layers"`
+	HostKey string   `json:"host_key,omitempty"`
+}
+
+// Verify implements stages.Stage: the root Kustomization exists and is Ready.
+func (s *Stage) Verify(ctx context.Context, env *stages.Env) error {
+	var k3s K3sOutputs
+	if err := env.StageOutputs("k3s", &k3s); err != nil {
+		return err
+	}
+	client, err := kube.NewFromKubeconfig(k3s.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	u, err := client.Get(ctx, KustomizationGVK, Namespace, SyncName)
+	if err != nil {
+		return err
+	}
+	if u == nil || !kube.FluxReady(u) {
+		return fmt.Errorf("Kustomization %s/%s is missing or not Ready", Namespace, SyncName)
+	}
+	return nil
+}
+
+func firstLine(s string) string {
+	for i, c := range s {
+		if c == '\n' {
+			return s[:i]
+		}
+	}
+	return s
+}
