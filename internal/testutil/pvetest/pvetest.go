@@ -1,24 +1,21 @@
 // Package pvetest runs what a Proxmox install test needs on loopback: the
-// PVE API emulator behind its own HTTPS front, and a cloud-image mirror.
+// PVE API emulator and a cloud-image mirror.
 // It is imported only from _test.go files.
 package pvetest
 
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/opencsp/installer/e2e/pvesim"
-	"github.com/opencsp/installer/internal/infra/proxmox"
 )
 
 // PVE is an emulated Proxmox VE reachable at URL with certificate Fingerprint.
@@ -28,47 +25,19 @@ type PVE struct {
 	Fingerprint string
 }
 
-// Start starts the emulator and its front. bridges is what the front lists
-// for GET /nodes/{node}/network (nil: vmbr0).
+// Start starts the emulator on loopback. bridges, when not nil, replaces
+// the bridges every node reports (default vmbr0).
 func Start(t testing.TB, opts pvesim.Options, bridges []string) *PVE {
 	t.Helper()
+	if bridges != nil {
+		opts.Bridges = bridges
+	}
 	sim, err := pvesim.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sim.Close() })
-	front := networkShim(t, sim, bridges)
-	return &PVE{Sim: sim, URL: front.URL, Fingerprint: proxmox.Fingerprint(front.Certificate().Raw)}
-}
-
-// networkShim serves the emulator over its own HTTPS listener and answers
-// GET /nodes/{node}/network itself: pvesim does not emulate that endpoint
-// yet (its schema facts lack it), and real PVE serves it. Every other
-// request goes to the emulator, so its request log and ValidateLog cover
-// them.
-func networkShim(t testing.TB, sim *pvesim.Server, bridges []string) *httptest.Server {
-	if bridges == nil {
-		bridges = []string{"vmbr0"}
-	}
-	netRE := regexp.MustCompile(`^/api2/json/nodes/[^/]+/network$`)
-	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodGet && netRE.MatchString(r.URL.Path) {
-			if r.Header.Get("Authorization") != sim.AuthHeader() {
-				w.WriteHeader(http.StatusUnauthorized)
-				return
-			}
-			var list []map[string]any
-			for _, b := range bridges {
-				list = append(list, map[string]any{"iface": b, "type": "bridge", "active": 1})
-			}
-			w.Header().Set("Content-Type", "application/json;charset=UTF-8")
-			json.NewEncoder(w).Encode(map[string]any{"data": list})
-			return
-		}
-		sim.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	return srv
+	return &PVE{Sim: sim, URL: sim.URL(), Fingerprint: sim.Fingerprint()}
 }
 
 // ImageFile is the file name the mirror serves.
