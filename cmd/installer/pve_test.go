@@ -40,7 +40,8 @@ func pointAtPVE(t *testing.T, dir, file string) *pvetest.PVE {
 }
 
 // TestInstallAgainstEmulatedPVE runs the real binary through preflight,
-// images and provision against the emulator: a wrong token fails
+// images and provision (one by one with --only; the full install through
+// k3s runs in e2e/sandbox) against the emulator: a wrong token fails
 // preflight naming the token, the right one installs, and a rerun makes
 // no mutating call.
 func TestInstallAgainstEmulatedPVE(t *testing.T) {
@@ -57,7 +58,7 @@ func TestInstallAgainstEmulatedPVE(t *testing.T) {
 	}
 
 	t.Setenv("PVE_TOKEN_SECRET", pve.Sim.TokenSecret())
-	r = opencsp(t, dir, "install", "-c", file)
+	r = installInfra(t, dir, file)
 	if r.code != 0 || !strings.Contains(r.stdout, "Install complete") {
 		t.Fatalf("install: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
@@ -70,7 +71,7 @@ func TestInstallAgainstEmulatedPVE(t *testing.T) {
 		t.Errorf("requests the real API would reject:\n%v", err)
 	}
 	before := len(pve.Sim.MutatingRequests())
-	if r = opencsp(t, dir, "install", "-c", file); r.code != 0 {
+	if r = installInfra(t, dir, file); r.code != 0 {
 		t.Fatalf("rerun: exit %d: %s", r.code, r.stderr)
 	}
 	if after := pve.Sim.MutatingRequests(); len(after) != before {

@@ -120,7 +120,7 @@ func (e *env) run(ctx context.Context) error {
 		e.t.Fatal(err)
 	}
 	defer store.Close()
-	r := &stages.Runner{Stages: pipeline.Install(p), Store: store, Config: e.cfg}
+	r := &stages.Runner{Stages: pipeline.Infrastructure(p), Store: store, Config: e.cfg}
 	for _, st := range r.Stages {
 		if ps, ok := st.(interface {
 			SetAgentTimeouts(time.Duration, time.Duration)

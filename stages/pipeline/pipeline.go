@@ -6,6 +6,7 @@ import (
 	"github.com/opencsp/installer/internal/infra"
 	"github.com/opencsp/installer/stages"
 	"github.com/opencsp/installer/stages/images"
+	"github.com/opencsp/installer/stages/k3s"
 	"github.com/opencsp/installer/stages/preflight"
 	"github.com/opencsp/installer/stages/provision"
 )
@@ -14,6 +15,16 @@ import (
 // Stages join as they are built: preflight, images, provision, k3s, flux,
 // rollout.
 func Install(provider infra.Provider) []stages.Stage {
+	return append(Infrastructure(provider),
+		k3s.New(k3s.Options{}),
+	)
+}
+
+// Infrastructure returns the stages that talk only to the infrastructure
+// provider (preflight, images, provision): the leading part of Install,
+// which runs without a reachable management VM (tests against the PVE
+// emulator alone).
+func Infrastructure(provider infra.Provider) []stages.Stage {
 	return []stages.Stage{
 		preflight.New(provider),
 		images.New(provider),
@@ -22,10 +33,15 @@ func Install(provider infra.Provider) []stages.Stage {
 }
 
 // Names lists the stage names of Install, for flag validation and help.
-func Names() []string {
-	var names []string
-	for _, s := range Install(nil) {
-		names = append(names, s.Name())
+func Names() []string { return names(Install(nil)) }
+
+// InfrastructureNames lists the stage names of Infrastructure.
+func InfrastructureNames() []string { return names(Infrastructure(nil)) }
+
+func names(list []stages.Stage) []string {
+	var out []string
+	for _, s := range list {
+		out = append(out, s.Name())
 	}
-	return names
+	return out
 }
