@@ -175,7 +175,7 @@ func apply(ctx context.Context, c *kube.Client, res *Result, data []byte) error 
 	if err != nil {
 		return err
 	}
-	applied, err := c.Apply(ctx, objs, kube.ApplyOptions{})
+	applied, err := c.Apply(ctx, objs, kube.ApplyOptions{Force: true}) // as flux2: kustomize-controller co-owns them
 	for _, a := range applied {
 		if a.Changed {
 			res.Changed = append(res.Changed, a.ID)
