@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -199,6 +200,29 @@ func printSummary(a *app, store *state.Store, took time.Duration) error {
 		}
 		fmt.Fprintf(a.stdout, "  %-10s %s\n", name, st.Status)
 	}
+	var vm struct {
+		VMID    int    `json:"vmid"`
+		Node    string `json:"node"`
+		Name    string `json:"name"`
+		Address string `json:"address"`
+	}
+	if outputsOf(f, "provision", &vm) && vm.Name != "" {
+		fmt.Fprintf(a.stdout, "Management VM: %s (VM %d on %s), address %s\n", vm.Name, vm.VMID, vm.Node, cmpOr(vm.Address, "unknown"))
+	}
+	var k3s struct {
+		Kubeconfig string `json:"kubeconfig"`
+		Server     string `json:"server"`
+	}
+	if outputsOf(f, "k3s", &k3s) && k3s.Kubeconfig != "" {
+		fmt.Fprintf(a.stdout, "Kubernetes API: %s\nKubeconfig: %s\n", k3s.Server, k3s.Kubeconfig)
+	}
 	fmt.Fprintf(a.stdout, "State: %s\n", store.Path())
 	return nil
+}
+
+// outputsOf decodes the recorded outputs of a stage into v; false when the
+// stage has none.
+func outputsOf(f *state.File, stage string, v any) bool {
+	st := f.Stages[stage]
+	return st != nil && len(st.Outputs) > 0 && json.Unmarshal(st.Outputs, v) == nil
 }

@@ -62,6 +62,9 @@ func TestInstallAgainstEmulatedPVE(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "Install complete") {
 		t.Fatalf("install: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
+	if !strings.Contains(r.stdout, "Management VM: opencsp-lab-mgmt (VM ") || !strings.Contains(r.stdout, "address 192.0.2.10") {
+		t.Errorf("summary does not show the management VM and its address:\n%s", r.stdout)
+	}
 	for _, stage := range []string{"preflight", "images", "provision"} {
 		if !strings.Contains(r.stdout, stage) {
 			t.Errorf("output does not mention stage %s:\n%s", stage, r.stdout)
