@@ -96,7 +96,7 @@ type Sandbox struct {
 	mu       sync.Mutex
 	vms      map[int]*vm
 	closers  []func() error
-	reaperWG sync.WaitGroup
+	reaperWG sync.WaitGroup // the reaper and the WaitReady watchers
 }
 
 type vm struct {
@@ -430,14 +430,18 @@ func (s *Sandbox) onStart(ev pvesim.VMEvent) error {
 	s.vms[ev.VMID] = v
 	s.mu.Unlock()
 	s.log.Printf("VM %d (%s) started on %s: stand-in %s at %s, console %s", ev.VMID, ev.Name, ev.Node, inst.Machine(), addr, inst.Console())
+	s.reaperWG.Add(1)
 	go func() {
+		defer s.reaperWG.Done()
 		begin := time.Now()
 		err := inst.WaitReady(s.ctx)
 		s.mu.Lock()
 		v.ready, v.err = err == nil, err
 		s.mu.Unlock()
 		if err != nil {
-			s.log.Printf("VM %d stand-in not ready: %v (console %s)", ev.VMID, err, inst.Console())
+			if s.ctx.Err() == nil {
+				s.log.Printf("VM %d stand-in not ready: %v (console %s)", ev.VMID, err, inst.Console())
+			}
 			return
 		}
 		s.log.Printf("VM %d booted (cloud-init done) in %s", ev.VMID, time.Since(begin).Round(100*time.Millisecond))

@@ -1,0 +1,260 @@
+package sandbox_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencsp/installer/e2e/kubeenv"
+	"github.com/opencsp/installer/e2e/sandbox"
+	"github.com/opencsp/installer/e2e/standin"
+	"github.com/opencsp/installer/internal/state"
+	"github.com/opencsp/installer/stages/pipeline"
+)
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() == 0 {
+		if cleaned, err := standin.CleanupStale(context.Background()); len(cleaned) > 0 || err != nil {
+			fmt.Fprintf(os.Stderr, "standin: cleaned leftovers of crashed runs %v (err: %v)\n", cleaned, err)
+		}
+	}
+	os.Exit(m.Run())
+}
+
+// requireSandbox skips LOUDLY when the sandbox cannot run here, and fails
+// when only the e2e tools are missing (unless OPENCSP_SKIP_KUBE_E2E=1).
+func requireSandbox(t *testing.T) {
+	t.Helper()
+	skip := func(why string) { t.Skip("SANDBOX E2E TESTS SKIPPED: " + why) }
+	if testing.Short() {
+		skip("-short")
+	}
+	if os.Getenv("OPENCSP_SKIP_STANDIN") != "" {
+		skip("OPENCSP_SKIP_STANDIN is set")
+	}
+	if os.Geteuid() != 0 {
+		skip("they need root (network namespaces, overlayfs, systemd-nspawn)")
+	}
+	for _, tool := range []string{"debootstrap", "systemd-nspawn", "nsenter", "unshare", "ip", "chroot", "git"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			skip(tool + " not found (apt-get install debootstrap systemd-container iproute2 util-linux git)")
+		}
+	}
+	if _, err := kubeenv.FindTools(""); err != nil {
+		if os.Getenv("OPENCSP_SKIP_KUBE_E2E") == "1" {
+			skip(err.Error())
+		}
+		t.Fatalf("%v: run `make tools` (or set OPENCSP_SKIP_KUBE_E2E=1 to skip)", err)
+	}
+}
+
+// buildInstaller builds the real opencsp binary.
+func buildInstaller(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "opencsp")
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/opencsp/installer/cmd/installer")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build opencsp: %v\n%s", err, out)
+	}
+	return bin
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+	took           time.Duration
+}
+
+func run(t *testing.T, ctx context.Context, bin, dir string, env []string, args ...string) result {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	start := time.Now()
+	err := cmd.Run()
+	r := result{stdout: out.String(), stderr: errb.String(), took: time.Since(start)}
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		r.code = exit.ExitCode()
+	} else if err != nil {
+		t.Fatalf("opencsp %v: %v", args, err)
+	}
+	t.Logf("opencsp %s: exit %d in %s", strings.Join(args, " "), r.code, r.took.Round(100*time.Millisecond))
+	return r
+}
+
+func gitRefs(t *testing.T, s *sandbox.Sandbox) string {
+	t.Helper()
+	out, err := exec.Command("git", "-C", filepath.Join(s.Git.Dir(), "ops.git"), "for-each-ref").CombinedOutput()
+	if err != nil {
+		t.Fatalf("git for-each-ref: %v: %s", err, out)
+	}
+	return string(out)
+}
+
+func k3sUnit(t *testing.T, ctx context.Context, s *sandbox.Sandbox, vmid int) string {
+	t.Helper()
+	inst := s.Instance(vmid)
+	if inst == nil {
+		t.Fatalf("no stand-in for VM %d", vmid)
+	}
+	out, err := inst.Exec(ctx, "systemctl", "show", "k3s", "-p", "MainPID,ActiveEnterTimestamp,NRestarts")
+	if err != nil {
+		t.Fatalf("systemctl show k3s: %v: %s", err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// TestStandaloneInstall runs the real binary from empty through every wired
+// stage against the sandbox, then reruns it: zero mutating PVE calls, no
+// new git commit, no K3s restart, every stage skipped, state unchanged.
+// Then bad inputs through the whole CLI: exit code, message, nothing created.
+func TestStandaloneInstall(t *testing.T) {
+	requireSandbox(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	bin := buildInstaller(t)
+
+	begin := time.Now()
+	s, err := sandbox.Up(ctx, sandbox.Options{Dir: filepath.Join(t.TempDir(), "sandbox"), Log: tlog{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := s.Host.Prefix()
+	t.Cleanup(func() {
+		if err := s.Close(context.Background()); err != nil {
+			t.Errorf("close: %v", err)
+		}
+		if out, _ := exec.Command("ip", "-o", "link").Output(); strings.Contains(string(out), prefix+"-") {
+			t.Errorf("links of %s left after Close:\n%s", prefix, out)
+		}
+	})
+	t.Logf("sandbox up in %s", time.Since(begin).Round(100*time.Millisecond))
+	env := s.Env()
+	refsBefore := gitRefs(t, s)
+
+	r := run(t, ctx, bin, s.Dir, env, "install", "-c", sandbox.ConfigFile)
+	if r.code != 0 || !strings.Contains(r.stdout, "Install complete") {
+		t.Fatalf("install: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	for _, want := range []string{"Management VM: opencsp-sandbox-mgmt", "address " + s.VMAddress.Addr().String(),
+		"Kubernetes API: https://" + s.VMAddress.Addr().String() + ":6443", "Kubeconfig: "} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("summary lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	stateDir := filepath.Join(s.Dir, ".opencsp")
+	st, err := state.Peek(stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range pipeline.Names() {
+		if got := st.StatusOf(name); got != state.Done {
+			t.Errorf("stage %s: %s, want done", name, got)
+		}
+	}
+	if err := s.PVE.ValidateLog(); err != nil {
+		t.Errorf("requests the real PVE API would reject:\n%v", err)
+	}
+	ids := s.PVE.VMIDs()
+	var mgmt int
+	for _, id := range ids {
+		if vm, ok := s.PVE.VM(id); ok && vm.Config["name"] == "opencsp-sandbox-mgmt" {
+			mgmt = id
+		}
+	}
+	if mgmt == 0 {
+		t.Fatalf("no management VM among %v", ids)
+	}
+	unit := k3sUnit(t, ctx, s, mgmt)
+	mutating := len(s.PVE.MutatingRequests())
+	stateBefore, _ := os.ReadFile(filepath.Join(stateDir, state.FileName))
+
+	// The rerun changes nothing anywhere.
+	r = run(t, ctx, bin, s.Dir, env, "install", "-c", sandbox.ConfigFile, "--output", "json")
+	if r.code != 0 {
+		t.Fatalf("rerun: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	skipped := 0
+	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+		var ev map[string]any
+		if json.Unmarshal([]byte(line), &ev) == nil && ev["status"] == "skipped" && ev["step"] == nil {
+			skipped++
+		}
+	}
+	if skipped != len(pipeline.Names()) {
+		t.Errorf("rerun skipped %d stages, want %d:\n%s", skipped, len(pipeline.Names()), r.stdout)
+	}
+	if after := s.PVE.MutatingRequests(); len(after) != mutating {
+		t.Errorf("rerun made %d mutating PVE calls: %+v", len(after)-mutating, after[mutating:])
+	}
+	if got := gitRefs(t, s); got != refsBefore {
+		t.Errorf("rerun changed the ops repo: %q -> %q", refsBefore, got)
+	}
+	if got := k3sUnit(t, ctx, s, mgmt); got != unit {
+		t.Errorf("rerun restarted k3s:\n%s\n->\n%s", unit, got)
+	}
+	if after, _ := os.ReadFile(filepath.Join(stateDir, state.FileName)); !bytes.Equal(stateBefore, after) {
+		t.Error("rerun rewrote state.json")
+	}
+
+	// Bad inputs, each with its own empty state dir: nothing is created.
+	cfg, _ := os.ReadFile(s.Config)
+	for _, tc := range []struct {
+		name  string
+		env   []string
+		edit  func(string) string
+		code  int
+		wants []string
+	}{
+		{name: "wrong token", env: []string{sandbox.TokenEnv + "=wrong-secret"}, code: 1,
+			wants: []string{"stage preflight failed", "token rejected"}},
+		{name: "untrusted certificate", code: 1,
+			edit: func(c string) string {
+				return strings.Replace(c, s.PVE.Fingerprint(), strings.Repeat("AB:", 31)+"AB", 1)
+			},
+			wants: []string{"stage preflight failed", "fingerprint"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			file := "opencsp.yaml"
+			if tc.edit != nil {
+				file = "bad-" + strings.ReplaceAll(tc.name, " ", "-") + ".yaml"
+				os.WriteFile(filepath.Join(s.Dir, file), []byte(tc.edit(string(cfg))), 0o644)
+			}
+			before := len(s.PVE.MutatingRequests())
+			vms := len(s.PVE.VMIDs())
+			r := run(t, ctx, bin, s.Dir, append(append([]string{}, env...), tc.env...),
+				"install", "-c", file, "--state-dir", "state-"+strings.ReplaceAll(tc.name, " ", "-"))
+			out := r.stdout + r.stderr
+			if r.code != tc.code {
+				t.Errorf("exit %d, want %d:\n%s", r.code, tc.code, out)
+			}
+			for _, w := range tc.wants {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+			if n := len(s.PVE.MutatingRequests()) - before; n != 0 || len(s.PVE.VMIDs()) != vms {
+				t.Errorf("%d mutating PVE calls, VMs %d -> %d", n, vms, len(s.PVE.VMIDs()))
+			}
+		})
+	}
+	t.Logf("whole test %s", time.Since(begin).Round(100*time.Millisecond))
+}
+
+type tlog struct{ t *testing.T }
+
+func (l tlog) Write(b []byte) (int, error) {
+	l.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
