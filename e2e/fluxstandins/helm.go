@@ -168,7 +168,8 @@ func (h *HelmController) check(ctx context.Context, hr *unstructured.Unstructure
 	}
 	repo, err := h.Client.Get(ctx, helmRepositoryGVK, refNS, refName)
 	if err != nil || repo == nil {
-		return "False", "ArtifactFailed", fmt.Sprintf("HelmRepository %s/%s not found", refNS, refName), version
+		// Transient (applied in the same batch, or later): not a failure yet.
+		return "Unknown", "Progressing", fmt.Sprintf("waiting for HelmRepository %s/%s", refNS, refName), version
 	}
 	charts := h.Charts
 	if charts == nil {

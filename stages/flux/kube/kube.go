@@ -13,6 +13,7 @@ import (
 	"sort"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -186,6 +187,19 @@ func (c *Client) applyOne(ctx context.Context, u *unstructured.Unstructured, opt
 		return a, fmt.Errorf("encode %s: %w", a.ID, err)
 	}
 	po := metav1.PatchOptions{FieldManager: opts.FieldManager, Force: &opts.Force}
+	if before != nil && !opts.DryRun {
+		// Skip the write when it would only move field ownership (e.g. fields that
+		// kustomize-controller co-owns): reruns leave objects untouched.
+		dry := po
+		dry.DryRun = []string{metav1.DryRunAll}
+		would, err := ri.Patch(ctx, u.GetName(), types.ApplyPatchType, data, dry)
+		if err != nil {
+			return a, fmt.Errorf("apply %s (dry-run): %w", a.ID, err)
+		}
+		if sameContent(before, would) {
+			return a, nil
+		}
+	}
 	if opts.DryRun {
 		po.DryRun = []string{metav1.DryRunAll}
 	}
@@ -196,6 +210,19 @@ func (c *Client) applyOne(ctx context.Context, u *unstructured.Unstructured, opt
 	a.Created = before == nil
 	a.Changed = before == nil || before.GetResourceVersion() != after.GetResourceVersion()
 	return a, nil
+}
+
+// sameContent compares two versions of an object ignoring managedFields and server bookkeeping.
+func sameContent(a, b *unstructured.Unstructured) bool {
+	strip := func(u *unstructured.Unstructured) map[string]any {
+		c := u.DeepCopy()
+		unstructured.RemoveNestedField(c.Object, "metadata", "managedFields")
+		unstructured.RemoveNestedField(c.Object, "metadata", "resourceVersion")
+		unstructured.RemoveNestedField(c.Object, "metadata", "generation")
+		unstructured.RemoveNestedField(c.Object, "status")
+		return c.Object
+	}
+	return equality.Semantic.DeepEqual(strip(a), strip(b))
 }
 
 var crdGVK = schema.GroupVersionKind{Group: "apiextensions.k8s.io", Version: "v1", Kind: "CustomResourceDefinition"}
