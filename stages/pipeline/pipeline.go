@@ -5,10 +5,12 @@ package pipeline
 import (
 	"github.com/opencsp/installer/internal/infra"
 	"github.com/opencsp/installer/stages"
+	"github.com/opencsp/installer/stages/flux"
 	"github.com/opencsp/installer/stages/images"
 	"github.com/opencsp/installer/stages/k3s"
 	"github.com/opencsp/installer/stages/preflight"
 	"github.com/opencsp/installer/stages/provision"
+	"github.com/opencsp/installer/stages/rollout"
 )
 
 // Install returns the install stages in order, working through provider.
@@ -17,6 +19,8 @@ import (
 func Install(provider infra.Provider) []stages.Stage {
 	return append(Infrastructure(provider),
 		k3s.New(k3s.Options{}),
+		flux.New(flux.Options{}),
+		rollout.New(0),
 	)
 }
 
