@@ -30,11 +30,12 @@ fmt:
 vet:
 	$(GO) vet ./...
 
-demo: build ## run opencsp on the embedded example config in a scratch dir
+demo: build ## the whole install on this machine (root): sandbox up + bin/opencsp install; stays up until Ctrl-C
 	@./scripts/demo.sh $(DEMO_DIR)
 
-demo-down: ## remove the demo's scratch dir
-	rm -rf $(DEMO_DIR)
+demo-down: ## stop the demo's sandbox (also after a crash) and remove its files
+	$(GO) run ./e2e/sandbox/cmd/sandbox down -dir $(DEMO_DIR)
+	rm -rf $(DEMO_DIR) $(DEMO_DIR).log
 
 clean: ## remove build output and caches
 	rm -rf bin .cache

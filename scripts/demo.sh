@@ -1,28 +1,67 @@
 #!/usr/bin/env bash
-# make demo: run the real opencsp on the embedded standalone example in a
-# scratch directory. It uses only what exists today (the stages registered in
-# stages/pipeline); the full sandbox (PVE emulator, VM stand-ins, kube + Flux)
-# replaces this script when it lands.
+# make demo: the whole install on this machine. Starts the sandbox (e2e/sandbox: PVE emulator,
+# VM stand-ins, image + K3s artifact servers, git server), runs the real bin/opencsp install
+# against it, and keeps the sandbox up until Ctrl-C (or `make demo-down` from another shell).
+# A fresh machine: installs the Debian packages, builds the e2e tools (~12 min once), the VM
+# stand-in golden tree (~95 s once) and the K3s stand-in; later runs reuse .cache/.
 set -euo pipefail
 dir=${1:-.cache/demo}
-bin=$(pwd)/bin/opencsp
+root=$(pwd)
+export PATH=/usr/local/go/bin:$PATH
 
-if ! command -v ssh-keygen >/dev/null; then
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-client
+if [ "$(id -u)" -ne 0 ]; then
+	echo "make demo needs root: the VM stand-ins use network namespaces, overlayfs and systemd-nspawn." >&2
+	exit 1
 fi
-mkdir -p "$dir"
-cd "$dir"
-[ -f id_ed25519 ] || ssh-keygen -q -t ed25519 -N "" -C opencsp-demo -f id_ed25519
-# A stand-in token secret: the demo talks to no Proxmox host yet.
-export PVE_TOKEN_SECRET=${PVE_TOKEN_SECRET:-demo-token-secret}
+# The same packages as .ci/run.
+if ! command -v git >/dev/null || ! command -v make >/dev/null \
+	|| ! command -v debootstrap >/dev/null || ! command -v systemd-nspawn >/dev/null \
+	|| [ ! -x /usr/sbin/sshd ] || ! command -v ssh >/dev/null || ! command -v sudo >/dev/null; then
+	echo "==> installing Debian packages"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq git make debootstrap systemd-container iproute2 util-linux \
+		openssh-server openssh-client sudo
+fi
+echo "==> e2e tools (make tools; cached after the first run)"
+make --no-print-directory tools
+echo "==> sandbox binary"
+go build -o bin/sandbox ./e2e/sandbox/cmd/sandbox
 
-run() { echo; echo "\$ opencsp $*"; "$bin" "$@"; }
-[ -f opencsp.yaml ] || run config init --profile standalone -f opencsp.yaml --ssh-key ./id_ed25519
-run config validate -c opencsp.yaml
-run plan -c opencsp.yaml
-run install -c opencsp.yaml
+mkdir -p "$(dirname "$dir")"
+log=$dir.log
+bin/sandbox down -dir "$dir" >/dev/null
+echo "==> starting the sandbox (first run: builds the VM stand-in tree and the K3s stand-in; log $log)"
+bin/sandbox up -dir "$dir" >"$log" 2>&1 &
+pid=$!
+stop() {
+	trap - INT TERM
+	echo
+	echo "==> stopping the sandbox"
+	kill -TERM "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	exit 130
+}
+trap stop INT TERM
+while [ ! -f "$dir/ready" ]; do
+	if ! kill -0 "$pid" 2>/dev/null; then
+		echo "sandbox failed to start:" >&2
+		cat "$log" >&2
+		exit 1
+	fi
+	sleep 0.5
+done
+sed -n '/^Sandbox up/,/^Install:/p' "$log"
+
 echo
-echo "Rerun: finished stages are verified and skipped."
-run install -c opencsp.yaml
+echo "\$ opencsp install -c $dir/opencsp.yaml"
+rc=0
+(cd "$dir" && PVE_TOKEN_SECRET=$(cat pve-token) "$root/bin/opencsp" install -c opencsp.yaml) || rc=$?
 echo
-echo "Demo files are in $dir (remove with: make demo-down)."
+if [ "$rc" -ne 0 ]; then
+	echo "Install failed (exit $rc). The sandbox stays up for a look: logs in $dir and $log."
+else
+	echo "Rerun it (a no-op):  cd $dir && PVE_TOKEN_SECRET=\$(cat pve-token) $root/bin/opencsp install -c opencsp.yaml"
+	echo "The management VM:   ssh -i $dir/id_ed25519 opencsp@$(sed -n 's/^    address: \(.*\)\/.*/\1/p' "$dir/opencsp.yaml")"
+fi
+echo "Sandbox log: $log. The sandbox stays up: Ctrl-C here, or 'make demo-down' from another shell."
+wait "$pid" || true
