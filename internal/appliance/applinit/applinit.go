@@ -1,0 +1,238 @@
+//go:build linux
+
+// Package applinit is the appliance mode: it runs as PID 1 from the
+// initramfs, finds the ISO, verifies the payload, writes the OS image, a
+// NoCloud seed (CIDATA) and a data partition with the payload to the target
+// disk, then powers off or reboots. Every step prints one line on the console
+// starting with "opencsp-appliance: ". On refusal it leaves the disk untouched.
+package applinit
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/opencsp/installer/internal/appliance/initramfs"
+	"github.com/opencsp/installer/internal/appliance/payload"
+)
+
+// Prefix starts every console line.
+const Prefix = "opencsp-appliance: "
+
+// MediumDir is where the ISO is mounted.
+const MediumDir = "/mnt/medium"
+
+// Runner holds the console and the clock-free state of one run.
+type Runner struct {
+	Out io.Writer
+}
+
+func (r *Runner) say(format string, a ...any) {
+	fmt.Fprintf(r.Out, Prefix+format+"\n", a...)
+}
+
+// Main is the PID 1 entry point; it never returns normally.
+func Main(ctx context.Context) {
+	r := &Runner{Out: os.Stdout}
+	settings, err := r.run(ctx)
+	after := "poweroff"
+	if settings != nil && settings.After == "reboot" {
+		after = "reboot"
+	}
+	if err != nil {
+		r.say("FAILED: %v", err)
+		after = "poweroff"
+	} else {
+		r.say("done")
+	}
+	unix.Sync()
+	r.say("%s", map[string]string{"poweroff": "powering off", "reboot": "rebooting"}[after])
+	cmd := unix.LINUX_REBOOT_CMD_POWER_OFF
+	if after == "reboot" {
+		cmd = unix.LINUX_REBOOT_CMD_RESTART
+	}
+	_ = unix.Reboot(cmd)
+	select {} // PID 1 must not exit
+}
+
+func (r *Runner) run(ctx context.Context) (*payload.Settings, error) {
+	r.say("starting (pid %d)", os.Getpid())
+	if err := mountBasics(); err != nil {
+		return nil, err
+	}
+	if err := r.loadModules(); err != nil {
+		return nil, err
+	}
+	medium, err := r.findMedium(ctx, 60*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Mount(medium, MediumDir, "iso9660", unix.MS_RDONLY, ""); err != nil {
+		return nil, fmt.Errorf("mount %s: %w", medium, err)
+	}
+	r.say("medium %s mounted", medium)
+	var m payload.Manifest
+	if err := payload.ReadJSON(filepath.Join(MediumDir, payload.ManifestPath), &m); err != nil {
+		return nil, fmt.Errorf("payload manifest: %w", err)
+	}
+	var s payload.Settings
+	if err := payload.ReadJSON(filepath.Join(MediumDir, payload.SettingsPath), &s); err != nil {
+		return nil, fmt.Errorf("appliance settings: %w", err)
+	}
+	if err := m.Verify(MediumDir); err != nil {
+		return &s, err
+	}
+	r.say("payload verified (%d files, %d bytes)", len(m.Files), m.Total())
+	target, err := r.pickTarget(filepath.Base(medium), s.Wipe)
+	if err != nil {
+		return &s, err
+	}
+	return &s, Install(ctx, r, target, MediumDir, m, s)
+}
+
+func mountBasics() error {
+	for _, mt := range []struct{ src, dst, typ string }{{"proc", "/proc", "proc"}, {"sysfs", "/sys", "sysfs"}, {"devtmpfs", "/dev", "devtmpfs"}} {
+		_ = os.MkdirAll(mt.dst, 0o755)
+		if err := unix.Mount(mt.src, mt.dst, mt.typ, 0, ""); err != nil && !errors.Is(err, unix.EBUSY) {
+			return fmt.Errorf("mount %s: %w", mt.dst, err)
+		}
+	}
+	return nil
+}
+
+func (r *Runner) loadModules() error {
+	b, err := os.ReadFile("/" + initramfs.OrderFile)
+	if err != nil {
+		return fmt.Errorf("module list: %w", err)
+	}
+	n := 0
+	for _, name := range strings.Fields(string(b)) {
+		f, err := os.Open("/" + initramfs.ModuleDir + "/" + name + ".ko")
+		if err != nil {
+			return fmt.Errorf("module %s: %w", name, err)
+		}
+		err = unix.FinitModule(int(f.Fd()), "", 0)
+		f.Close()
+		if err != nil && !errors.Is(err, unix.EEXIST) {
+			r.say("module %s: %v (continuing)", name, err)
+			continue
+		}
+		n++
+	}
+	r.say("loaded %d kernel modules", n)
+	return nil
+}
+
+// blockDevices lists /sys/block names that can hold a medium or a target.
+func blockDevices() []string {
+	ents, _ := os.ReadDir("/sys/block")
+	var out []string
+	for _, e := range ents {
+		n := e.Name()
+		if strings.HasPrefix(n, "loop") || strings.HasPrefix(n, "ram") || strings.HasPrefix(n, "zram") {
+			continue
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+// isoLabel reads the primary volume descriptor's volume identifier.
+func isoLabel(dev string) string {
+	f, err := os.Open(dev)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	b := make([]byte, 2048)
+	if _, err := f.ReadAt(b, 16*2048); err != nil || string(b[1:6]) != "CD001" {
+		return ""
+	}
+	return strings.TrimRight(string(b[40:72]), " \x00")
+}
+
+func (r *Runner) findMedium(ctx context.Context, timeout time.Duration) (string, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		for _, n := range blockDevices() {
+			if isoLabel("/dev/"+n) == "OPENCSP" {
+				return "/dev/" + n, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("no medium with label OPENCSP among %v", blockDevices())
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// IsEmpty reports whether the first MiB of a device is all zero.
+func IsEmpty(dev string) (bool, error) {
+	f, err := os.Open(dev)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	b := make([]byte, 1<<20)
+	n, err := io.ReadFull(f, b)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return false, fmt.Errorf("read %s: %w", dev, err)
+	}
+	return bytes.Count(b[:n], []byte{0}) == n, nil
+}
+
+func (r *Runner) pickTarget(medium string, wipe bool) (string, error) {
+	var empty, used []string
+	for _, n := range blockDevices() {
+		if n == medium || strings.HasPrefix(n, "sr") {
+			continue
+		}
+		dev := "/dev/" + n
+		ok, err := IsEmpty(dev)
+		if err != nil {
+			continue
+		}
+		if ok {
+			empty = append(empty, dev)
+		} else {
+			used = append(used, dev)
+		}
+	}
+	switch {
+	case len(empty) == 1:
+		r.say("target disk %s (empty)", empty[0])
+		return empty[0], nil
+	case len(empty) > 1:
+		return "", fmt.Errorf("refusing: %d empty disks %v, cannot choose", len(empty), empty)
+	case len(used) == 1 && wipe:
+		r.say("target disk %s (not empty, wipe: true)", used[0])
+		return used[0], nil
+	case len(used) >= 1:
+		return "", fmt.Errorf("refusing: disk %s is not empty (has data or partitions) and wipe is false; disk left untouched", strings.Join(used, ", "))
+	default:
+		return "", fmt.Errorf("refusing: no target disk found")
+	}
+}
+
+// hashWriter hashes what passes through.
+func sha(r io.Reader) (string, error) {
+	h := sha256.New()
+	if _, err := io.Copy(h, r); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}

@@ -1,0 +1,218 @@
+package appliance
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+
+	"github.com/opencsp/installer/internal/appliance/initramfs"
+	"github.com/opencsp/installer/internal/appliance/iso"
+	"github.com/opencsp/installer/internal/appliance/kmod"
+	"github.com/opencsp/installer/internal/appliance/payload"
+)
+
+// DefaultCmdline boots the appliance init on the serial console: arguments
+// after "--" go to /init, which is the installer binary.
+const DefaultCmdline = "console=tty0 console=ttyS0,115200 panic=-1 quiet loglevel=3 -- appliance-init"
+
+// Options are the inputs of an appliance ISO.
+type Options struct {
+	Kernel         string           // vmlinuz (e.g. from a dpkg -x'ed linux-image .deb)
+	ModulesDir     string           // lib/modules/<version> of the same kernel
+	InitBinary     string           // static installer binary, becomes /init
+	OSImage        string           // raw OS image (GPT) written to the target disk
+	K3sDir         string           // optional: K3s artifacts, copied to payload/k3s
+	Manifests      fs.FS            // optional: Flux + Core manifests, copied to payload/manifests
+	Config         string           // optional: install config (secrets stay references)
+	Settings       payload.Settings // what the appliance does
+	TargetDiskSize int64            // optional: declared target disk size in bytes
+	Boot           iso.Boot
+	EFI            bool // build the GRUB EFI image for UEFI boot
+	Cmdline        string
+	Out            string
+}
+
+// InputError names the field or file that is wrong; the CLI exits 2.
+type InputError struct {
+	Field string
+	Err   error
+}
+
+func (e *InputError) Error() string { return e.Field + ": " + e.Err.Error() }
+func (e *InputError) Unwrap() error { return e.Err }
+
+func inputErr(field string, err error) error { return &InputError{Field: field, Err: err} }
+
+func regular(field, p string) error {
+	if p == "" {
+		return inputErr(field, errors.New("not set"))
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return inputErr(field, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return inputErr(field, fmt.Errorf("%s is not a regular file", p))
+	}
+	return nil
+}
+
+// Validate checks every input before anything is written.
+func (o Options) Validate() error {
+	for _, c := range [][2]string{{"kernel", o.Kernel}, {"initBinary", o.InitBinary}, {"osImage", o.OSImage},
+		{"boot.isolinuxBin", o.Boot.IsolinuxBin}, {"boot.ldlinuxC32", o.Boot.LdlinuxC32}, {"boot.isohdpfxBin", o.Boot.IsohdpfxBin}} {
+		if err := regular(c[0], c[1]); err != nil {
+			return err
+		}
+	}
+	if o.Config != "" {
+		if err := regular("config", o.Config); err != nil {
+			return err
+		}
+	}
+	if fi, err := os.Stat(o.ModulesDir); err != nil || !fi.IsDir() {
+		return inputErr("modulesDir", fmt.Errorf("%q is not a directory", o.ModulesDir))
+	}
+	if o.K3sDir != "" {
+		if fi, err := os.Stat(o.K3sDir); err != nil || !fi.IsDir() {
+			return inputErr("k3sDir", fmt.Errorf("%q is not a directory", o.K3sDir))
+		}
+	}
+	if o.Settings.After != "" && o.Settings.After != "poweroff" && o.Settings.After != "reboot" {
+		return inputErr("after", fmt.Errorf("must be poweroff or reboot, got %q", o.Settings.After))
+	}
+	if o.Out == "" {
+		return inputErr("output", errors.New("not set"))
+	}
+	dir := filepath.Dir(o.Out)
+	probe, err := os.CreateTemp(dir, ".opencsp-probe-*")
+	if err != nil {
+		return inputErr("output", fmt.Errorf("%s is not writable: %w", dir, err))
+	}
+	probe.Close()
+	os.Remove(probe.Name())
+	return nil
+}
+
+// Build validates, stages the payload and writes the ISO to o.Out.
+func Build(ctx context.Context, o Options) error {
+	if o.Cmdline == "" {
+		o.Cmdline = DefaultCmdline
+	}
+	if o.Settings.After == "" {
+		o.Settings.After = "poweroff"
+	}
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp("", "opencsp-appliance-")
+	if err != nil {
+		return fmt.Errorf("work dir: %w", err)
+	}
+	defer os.RemoveAll(work)
+
+	files := map[string]string{payload.OSImagePath: o.OSImage}
+	if o.Config != "" {
+		files[path.Join(payload.Dir, "opencsp.yaml")] = o.Config
+	}
+	if o.K3sDir != "" {
+		if err := addDir(files, o.K3sDir, path.Join(payload.Dir, "k3s")); err != nil {
+			return inputErr("k3sDir", err)
+		}
+	}
+	if o.Manifests != nil {
+		if err := stageFS(o.Manifests, filepath.Join(work, "manifests"), files, path.Join(payload.Dir, "manifests")); err != nil {
+			return err
+		}
+	}
+	m, err := payload.Build(files)
+	if err != nil {
+		return inputErr("payload", err)
+	}
+	if o.TargetDiskSize > 0 {
+		need := m.Total() + (64+64+2)*(1<<20)
+		if need > o.TargetDiskSize {
+			return inputErr("targetDiskSize", fmt.Errorf("payload needs %d bytes on the target disk, declared size is %d", need, o.TargetDiskSize))
+		}
+	}
+	idx, err := kmod.BuildIndex(o.ModulesDir)
+	if err != nil {
+		return inputErr("modulesDir", err)
+	}
+	mods, err := idx.Resolve(kmod.ApplianceModules)
+	if err != nil {
+		return inputErr("modulesDir", err)
+	}
+	for name, v := range map[string]any{"manifest.json": m, "appliance.json": o.Settings} {
+		b, _ := json.MarshalIndent(v, "", "  ")
+		p := filepath.Join(work, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", name, err)
+		}
+		files[path.Join(payload.Dir, name)] = p
+	}
+	initrd := filepath.Join(work, "initrd.gz")
+	if err := initramfs.Build(ctx, o.InitBinary, mods, initrd); err != nil {
+		return err
+	}
+	if o.EFI {
+		efi := filepath.Join(work, "efi.img")
+		if err := iso.BuildEFIImage(ctx, iso.EFITools{}, o.Cmdline, efi); err != nil {
+			return err
+		}
+		o.Boot.EFIImage = efi
+	}
+	slog.InfoContext(ctx, "building appliance iso", "out", o.Out, "payloadFiles", len(m.Files), "payloadBytes", m.Total(), "modules", len(mods))
+	return iso.Build(ctx, iso.Spec{Kernel: o.Kernel, Initrd: initrd, Cmdline: o.Cmdline, Files: files, Boot: o.Boot}, o.Out)
+}
+
+func addDir(files map[string]string, dir, prefix string) error {
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		files[path.Join(prefix, filepath.ToSlash(rel))] = p
+		return nil
+	})
+}
+
+func stageFS(src fs.FS, dst string, files map[string]string, prefix string) error {
+	var names []string
+	err := fs.WalkDir(src, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		names = append(names, p)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("manifests: %w", err)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		b, err := fs.ReadFile(src, n)
+		if err != nil {
+			return fmt.Errorf("manifests %s: %w", n, err)
+		}
+		out := filepath.Join(dst, filepath.FromSlash(n))
+		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+			return fmt.Errorf("manifests: %w", err)
+		}
+		if err := os.WriteFile(out, b, 0o644); err != nil {
+			return fmt.Errorf("manifests: %w", err)
+		}
+		files[path.Join(prefix, n)] = out
+	}
+	return nil
+}
