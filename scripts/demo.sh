@@ -52,10 +52,14 @@ while [ ! -f "$dir/ready" ]; do
 done
 sed -n '/^Sandbox up/,/^Install:/p' "$log"
 
-echo
-echo "\$ opencsp install -c $dir/opencsp.yaml"
+# The stages the sandbox serves today (flux and rollout need Flux's controllers and the flux
+# stand-ins against the K3s stand-in, which the sandbox does not start yet).
 rc=0
-(cd "$dir" && PVE_TOKEN_SECRET=$(cat pve-token) "$root/bin/opencsp" install -c opencsp.yaml) || rc=$?
+for stage in preflight images provision k3s; do
+	echo
+	echo "\$ opencsp install -c $dir/opencsp.yaml --only $stage"
+	(cd "$dir" && PVE_TOKEN_SECRET=$(cat pve-token) "$root/bin/opencsp" install -c opencsp.yaml --only "$stage") || { rc=$?; break; }
+done
 echo
 if [ "$rc" -ne 0 ]; then
 	echo "Install failed (exit $rc). The sandbox stays up for a look: logs in $dir and $log."
