@@ -7,10 +7,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
@@ -108,10 +113,7 @@ func Bootstrap(ctx context.Context, p Params) (*Result, error) {
 			return nil, fmt.Errorf("age key: %w", err)
 		}
 	}
-	sourceSecret, secretName, err := SourceSecret(p.Repo, p.ClusterURL)
-	if err != nil {
-		return nil, err
-	}
+	secretName := sourceSecretName(p.Repo)
 	components := fluxmanifests.Components(p.Registry)
 	syncYAML, err := RenderSync(SyncOptions{URL: p.ClusterURL, Branch: p.Repo.Branch, Path: path,
 		SecretRef: secretName, SourceInterval: p.SourceInterval})
@@ -136,6 +138,16 @@ func Bootstrap(ctx context.Context, p Params) (*Result, error) {
 		return nil, fmt.Errorf("ops repo: %w", err)
 	}
 	p.Log.Info("ops repo synced", "commit", res.Commit, "pushed", res.Pushed)
+
+	// The SSH known_hosts line is known after the sync at the latest (trust on first use).
+	secretRepo := p.Repo
+	if secretRepo.Auth.KnownHostKey == "" {
+		secretRepo.Auth.KnownHostKey = res.HostKey
+	}
+	sourceSecret, _, err := SourceSecret(secretRepo, p.ClusterURL)
+	if err != nil {
+		return nil, err
+	}
 
 	done = p.Step("components", "install the Flux components")
 	err = apply(ctx, p.Client, res, components)
@@ -274,9 +286,21 @@ func fluxDeployments() []string {
 	return []string{"source-controller", "kustomize-controller", "helm-controller", "notification-controller"}
 }
 
+// sourceSecretName is the source Secret's name for repo's credentials ("" for none).
+func sourceSecretName(repo opsrepo.RepoOptions) string {
+	if repo.Auth.Token != "" || repo.Auth.SSHKeyFile != "" {
+		return SyncName
+	}
+	return ""
+}
+
 // SourceSecret returns the Secret flux-system/flux-system with the git credentials Flux
-// needs for the ops repo, and its name ("" and nil for an unauthenticated repository): basic
-// auth (username/password) for a token, identity + known_hosts for SSH.
+// needs for the ops repo, and its name ("" and nil for an unauthenticated repository), as
+// flux2's bootstrap writes it: username/password for a token; identity (the private key),
+// identity.pub and known_hosts for SSH. The known_hosts line is repo.Auth.KnownHostKey (the
+// key recorded at the first contact) rewritten for the host and port of clusterURL, the
+// address source-controller connects to ("[host]:port" when the port is not 22).
+// Errors never hold key material.
 func SourceSecret(repo opsrepo.RepoOptions, clusterURL string) ([]byte, string, error) {
 	a := repo.Auth
 	switch {
@@ -291,12 +315,42 @@ func SourceSecret(repo opsrepo.RepoOptions, clusterURL string) ([]byte, string, 
 		if err != nil {
 			return nil, "", fmt.Errorf("source secret: SSH key: %w", err)
 		}
+		signer, err := ssh.ParsePrivateKey(key)
+		if err != nil {
+			return nil, "", fmt.Errorf("source secret: SSH key %s: not an unencrypted private key (%T)", a.SSHKeyFile, err)
+		}
 		if a.KnownHostKey == "" {
 			return nil, "", fmt.Errorf("source secret: no known_hosts line for %s yet (the ops repo sync records it)", redactURL(clusterURL))
 		}
-		return secretYAML(map[string]string{"identity": string(key), "known_hosts": a.KnownHostKey}), SyncName, nil
+		known, err := knownHostsFor(a.KnownHostKey, clusterURL)
+		if err != nil {
+			return nil, "", fmt.Errorf("source secret: %w", err)
+		}
+		return secretYAML(map[string]string{
+			"identity":     string(key),
+			"identity.pub": string(ssh.MarshalAuthorizedKey(signer.PublicKey())),
+			"known_hosts":  known,
+		}), SyncName, nil
 	}
 	return nil, "", nil
+}
+
+// knownHostsFor rewrites a known_hosts line for the host and port of rawURL.
+func knownHostsFor(line, rawURL string) (string, error) {
+	ep, err := transport.NewEndpoint(rawURL)
+	if err != nil {
+		return "", fmt.Errorf("ops repo URL %s: %w", redactURL(rawURL), err)
+	}
+	_, _, key, _, _, err := ssh.ParseKnownHosts([]byte(line))
+	if err != nil {
+		return "", fmt.Errorf("recorded SSH host key: %w", err)
+	}
+	port := ep.Port
+	if port == 0 {
+		port = 22
+	}
+	host := knownhosts.Normalize(net.JoinHostPort(ep.Host, strconv.Itoa(port)))
+	return knownhosts.Line([]string{host}, key) + "\n", nil
 }
 
 func secretYAML(data map[string]string) []byte {
