@@ -52,14 +52,12 @@ while [ ! -f "$dir/ready" ]; do
 done
 sed -n '/^Sandbox up/,/^Install:/p' "$log"
 
-# The stages the sandbox serves today (flux and rollout need Flux's controllers and the flux
-# stand-ins against the K3s stand-in, which the sandbox does not start yet).
+# The whole install: the sandbox also runs Flux's controllers and the flux stand-ins against the
+# K3s stand-in once K3s is up.
 rc=0
-for stage in preflight images provision k3s; do
-	echo
-	echo "\$ opencsp install -c $dir/opencsp.yaml --only $stage"
-	(cd "$dir" && PVE_TOKEN_SECRET=$(cat pve-token) "$root/bin/opencsp" install -c opencsp.yaml --only "$stage") || { rc=$?; break; }
-done
+echo
+echo "\$ opencsp install -c $dir/opencsp.yaml"
+(cd "$dir" && PVE_TOKEN_SECRET=$(cat pve-token) "$root/bin/opencsp" install -c opencsp.yaml) || rc=$?
 echo
 if [ "$rc" -ne 0 ]; then
 	echo "Install failed (exit $rc). The sandbox stays up for a look: logs in $dir and $log."

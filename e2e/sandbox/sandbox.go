@@ -96,7 +96,10 @@ type Sandbox struct {
 	mu       sync.Mutex
 	vms      map[int]*vm
 	closers  []func() error
-	reaperWG sync.WaitGroup // the reaper and the WaitReady watchers
+	reaperWG sync.WaitGroup // the reaper, the WaitReady watchers and the Flux side (flux.go)
+	toolsDir string
+	fluxMu   sync.Mutex
+	fluxBusy bool
 }
 
 type vm struct {
@@ -149,7 +152,7 @@ func Up(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 		return nil, err
 	}
 	s := &Sandbox{Dir: dir, Config: filepath.Join(dir, ConfigFile), vms: map[int]*vm{},
-		log: log.New(opts.Log, "sandbox: ", log.Ltime)}
+		log: log.New(opts.Log, "sandbox: ", log.Ltime), toolsDir: opts.ToolsDir}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
@@ -445,6 +448,7 @@ func (s *Sandbox) onStart(ev pvesim.VMEvent) error {
 			return
 		}
 		s.log.Printf("VM %d booted (cloud-init done) in %s", ev.VMID, time.Since(begin).Round(100*time.Millisecond))
+		s.runFlux(s.ctx, ev.VMID, inst)
 	}()
 	return nil
 }

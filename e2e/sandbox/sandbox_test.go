@@ -16,6 +16,7 @@ import (
 	"github.com/opencsp/installer/e2e/sandbox"
 	"github.com/opencsp/installer/e2e/standin"
 	"github.com/opencsp/installer/internal/state"
+	"github.com/opencsp/installer/stages/pipeline"
 )
 
 func TestMain(m *testing.M) {
@@ -91,24 +92,10 @@ func run(t *testing.T, ctx context.Context, bin, dir string, env []string, args 
 	return r
 }
 
-// sandboxStages are the stages the sandbox provides for today: flux and
-// rollout also need Flux's controllers and the flux stand-ins running
-// against the K3s stand-in's API server, which the sandbox does not start yet.
-var sandboxStages = []string{"preflight", "images", "provision", "k3s"}
-
-// install runs the sandbox's stages one by one with --only (see sandboxStages),
-// stopping at the first failure; the output is combined.
+// install runs a plain `opencsp install` (every stage: the sandbox serves flux and rollout too).
 func install(t *testing.T, ctx context.Context, bin, dir string, env []string, args ...string) result {
 	t.Helper()
-	var all result
-	for _, name := range sandboxStages {
-		r := run(t, ctx, bin, dir, env, append([]string{"install", "--only", name}, args...)...)
-		all = result{r.code, all.stdout + r.stdout, all.stderr + r.stderr, all.took + r.took}
-		if r.code != 0 {
-			break
-		}
-	}
-	return all
+	return run(t, ctx, bin, dir, env, append([]string{"install"}, args...)...)
 }
 
 func gitRefs(t *testing.T, s *sandbox.Sandbox) string {
@@ -159,7 +146,6 @@ func TestStandaloneInstall(t *testing.T) {
 	})
 	t.Logf("sandbox up in %s", time.Since(begin).Round(100*time.Millisecond))
 	env := s.Env()
-	refsBefore := gitRefs(t, s)
 
 	r := install(t, ctx, bin, s.Dir, env, "-c", sandbox.ConfigFile)
 	if r.code != 0 || !strings.Contains(r.stdout, "Install complete") {
@@ -176,7 +162,11 @@ func TestStandaloneInstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range sandboxStages {
+	stages := pipeline.Names()
+	if len(stages) != 6 {
+		t.Fatalf("pipeline stages %v, want six", stages)
+	}
+	for _, name := range stages {
 		if got := st.StatusOf(name); got != state.Done {
 			t.Errorf("stage %s: %s, want done", name, got)
 		}
@@ -196,12 +186,20 @@ func TestStandaloneInstall(t *testing.T) {
 	}
 	unit := k3sUnit(t, ctx, s, mgmt)
 	mutating := len(s.PVE.MutatingRequests())
+	refsBefore := gitRefs(t, s)
+	if !strings.Contains(refsBefore, "refs/heads/main") {
+		t.Errorf("the flux stage pushed no main branch: %q", refsBefore)
+	}
 
-	// The rerun (every stage forced by --only: converge, not skip) changes
-	// nothing anywhere.
+	// The plain rerun skips every stage and changes nothing anywhere.
 	r = install(t, ctx, bin, s.Dir, env, "-c", sandbox.ConfigFile)
 	if r.code != 0 {
 		t.Fatalf("rerun: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	for _, name := range stages {
+		if !strings.Contains(r.stdout, "["+name+"] skipped") {
+			t.Errorf("rerun did not skip stage %s:\n%s", name, r.stdout)
+		}
 	}
 	for _, step := range []string{"upload k3s", "run the k3s install script", "clone template", "downloads"} {
 		if strings.Contains(r.stdout, step) {
