@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -97,6 +98,32 @@ type HelmController struct {
 	Log    *slog.Logger
 	// Charts are the pinned charts (default manifests.Charts()).
 	Charts []manifests.Chart
+	// Index lists, by chart name, the versions the fake chart repositories hold on top of the
+	// pinned one, like a real repository index that also has older and newer releases: a
+	// HelmRelease pinning one of them (a components.<name>.version override) installs; any
+	// other version is "not found", as with a real repository.
+	Index map[string][]string
+}
+
+// Available returns the versions of chart the stand-in's fake repository index holds: the
+// pinned versions (Charts) and those listed in Index.
+func (h *HelmController) Available(chart string) []string {
+	charts := h.Charts
+	if charts == nil {
+		charts = manifests.Charts()
+	}
+	var out []string
+	for _, c := range charts {
+		if c.Chart == chart && !slices.Contains(out, c.Version) {
+			out = append(out, c.Version)
+		}
+	}
+	for _, v := range h.Index[chart] {
+		if !slices.Contains(out, v) {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // Run reconciles until ctx ends.
@@ -171,23 +198,11 @@ func (h *HelmController) check(ctx context.Context, hr *unstructured.Unstructure
 		// Transient (applied in the same batch, or later): not a failure yet.
 		return "Unknown", "Progressing", fmt.Sprintf("waiting for HelmRepository %s/%s", refNS, refName), version
 	}
-	charts := h.Charts
-	if charts == nil {
-		charts = manifests.Charts()
+	known := h.Available(chart)
+	if !slices.Contains(known, version) {
+		return "False", "ArtifactFailed", fmt.Sprintf("chart %s version %q not found in HelmRepository %s/%s (stand-in index: versions %v)",
+			chart, version, refNS, refName, known), version
 	}
-	var known []string
-	for _, c := range charts {
-		if c.Chart == chart {
-			if c.Version == version {
-				known = nil
-				goto values
-			}
-			known = append(known, c.Version)
-		}
-	}
-	return "False", "ArtifactFailed", fmt.Sprintf("chart %s version %q not found in HelmRepository %s/%s (stand-in: pinned versions %v)",
-		chart, version, refNS, refName, known), version
-values:
 	vf, _, _ := unstructured.NestedSlice(hr.Object, "spec", "valuesFrom")
 	for _, item := range vf {
 		m, _ := item.(map[string]any)

@@ -6,7 +6,8 @@
 //     were scheduled, running and available. No Pod is ever created.
 //   - HelmController replaces Flux's helm-controller (charts cannot be fetched offline): it
 //     marks HelmRepositories Ready, checks each HelmRelease (its HelmRepository exists, its
-//     chart version is the one pinned in manifests.Charts(), its valuesFrom exist and parse),
+//     chart version is in a fake index: the version pinned in manifests.Charts() plus the
+//     versions the test declares in HelmController.Index; its valuesFrom exist and parse),
 //     installs the CRDs the chart would bring (permissive schemas, see ChartCRDs), and marks the
 //     HelmRelease Ready — or Ready=False with a reason. It renders and installs nothing else.
 //

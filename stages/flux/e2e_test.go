@@ -63,6 +63,10 @@ opsRepo:
     token: env:OPENCSP_TEST_OPS_TOKEN
 COMPONENTS`
 
+// valkeyOverride is a valkey chart version other than the pinned one that the stand-in's fake
+// chart repository index holds.
+const valkeyOverride = "0.9.5"
+
 type harness struct {
 	t      *testing.T
 	env    *kubeenv.Env
@@ -85,7 +89,9 @@ func newHarness(t *testing.T) *harness {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	go (&fluxstandins.WorkloadStatus{Client: client, Log: log}).Run(ctx)
-	go (&fluxstandins.HelmController{Client: client, Log: log}).Run(ctx)
+	// The fake chart index also holds valkeyOverride: a legitimate version override.
+	go (&fluxstandins.HelmController{Client: client, Log: log,
+		Index: map[string][]string{"valkey": {valkeyOverride}}}).Run(ctx)
 	srv, err := gitserver.Start(gitserver.Options{Token: "tok-e2e-123"})
 	if err != nil {
 		t.Fatal(err)
@@ -249,6 +255,20 @@ func TestFluxBootstrapAndRollout(t *testing.T) {
 		t.Errorf("HelmRelease semaphore not pruned")
 	}
 
+	// A legitimate version override (in the chart repository's index) rolls out.
+	start = time.Now()
+	if _, _, err := h.install(ctx, "components:\n  semaphore:\n    enabled: false\n  valkey:\n    version: "+valkeyOverride+"\n"); err != nil {
+		t.Fatalf("valkey version override %s: %v", valkeyOverride, err)
+	}
+	t.Logf("valkey override %s rolled out in %s", valkeyOverride, time.Since(start).Round(time.Millisecond))
+	hr := h.helmRelease(ctx, "valkey")
+	if v, _, _ := unstructured.NestedString(hr.Object, "spec", "chart", "spec", "version"); v != valkeyOverride {
+		t.Errorf("HelmRelease valkey pins %q, want the override %s", v, valkeyOverride)
+	}
+	if rev, _, _ := unstructured.NestedString(hr.Object, "status", "lastAttemptedRevision"); rev != valkeyOverride || !kube.FluxReady(hr) {
+		t.Errorf("HelmRelease valkey not Ready at %s (lastAttemptedRevision %q)", valkeyOverride, rev)
+	}
+
 	// A broken component fails the rollout naming it.
 	start = time.Now()
 	_, _, err = h.install(ctx, "components:\n  semaphore:\n    enabled: false\n  valkey:\n    version: 0.0.0-does-not-exist\n")
@@ -260,6 +280,45 @@ func TestFluxBootstrapAndRollout(t *testing.T) {
 	if !strings.Contains(err.Error(), "0.0.0-does-not-exist") {
 		t.Errorf("failure does not show the HelmRelease condition: %v", err)
 	}
+
+	// Moving the sync to another path: refused without ForceSyncPath, done with it.
+	ks0, _ := h.client.Get(ctx, flux.KustomizationGVK, flux.Namespace, flux.SyncName)
+	if _, err := h.bootstrap(ctx, "clusters/moved", "", false, 2*time.Minute); !errors.Is(err, flux.ErrSyncChanged) {
+		t.Fatalf("moving the sync without ForceSyncPath: err = %v, want ErrSyncChanged", err)
+	}
+	ks1, _ := h.client.Get(ctx, flux.KustomizationGVK, flux.Namespace, flux.SyncName)
+	if ks0 == nil || ks1 == nil || ks1.GetGeneration() != ks0.GetGeneration() {
+		t.Errorf("refused move changed the root Kustomization's spec")
+	}
+	start = time.Now()
+	if _, err := h.bootstrap(ctx, "clusters/moved", "", true, 2*time.Minute); err != nil {
+		t.Fatalf("moving the sync with ForceSyncPath: %v", err)
+	}
+	t.Logf("sync moved to clusters/moved in %s", time.Since(start).Round(time.Millisecond))
+	ks2, _ := h.client.Get(ctx, flux.KustomizationGVK, flux.Namespace, flux.SyncName)
+	if p, _, _ := unstructured.NestedString(ks2.Object, "spec", "path"); p != "./clusters/moved" || !kube.FluxReady(ks2) {
+		t.Errorf("after the forced move: spec.path %q, Ready %v", p, kube.FluxReady(ks2))
+	}
+}
+
+// helmRelease finds the HelmRelease named name in any namespace.
+func (h *harness) helmRelease(ctx context.Context, name string) *unstructured.Unstructured {
+	h.t.Helper()
+	ri, err := h.client.Resource(rollout.HelmReleaseGVK, "")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	list, err := ri.List(ctx, listAll())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for i := range list.Items {
+		if list.Items[i].GetName() == name {
+			return &list.Items[i]
+		}
+	}
+	h.t.Fatalf("no HelmRelease %s", name)
+	return nil
 }
 
 func checkSecrets(t *testing.T, ctx context.Context, h *harness) {
