@@ -22,7 +22,6 @@ import (
 	fluxmanifests "github.com/opencsp/installer/stages/flux/manifests"
 )
 
-
 // bootstrap runs only the flux stage's Bootstrap, opsRepo.path set to path ("" keeps the default).
 func (h *harness) bootstrap(ctx context.Context, path, clusterURL string, force bool, timeout time.Duration) (*flux.Result, error) {
 	cfg := h.config("")
