@@ -1,6 +1,7 @@
 package flux_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -74,6 +75,7 @@ type harness struct {
 	srv    *gitserver.Server
 	dir    string
 	key    *opsrepo.AgeKey
+	logs   *bytes.Buffer // Bootstrap's log and steps (h.bootstrap); discarded when nil
 }
 
 func newHarness(t *testing.T) *harness {

@@ -1,8 +1,13 @@
 package flux_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -33,9 +38,18 @@ func (h *harness) bootstrap(ctx context.Context, path, clusterURL string, force 
 	if err != nil {
 		return nil, err
 	}
+	var log io.Writer = io.Discard
+	if h.logs != nil {
+		log = h.logs
+	}
 	return flux.Bootstrap(ctx, flux.Params{
 		Client: h.client, Config: cfg, StateDir: h.dir, AgeKey: h.key, Repo: repo, Secrets: red,
 		ClusterURL: clusterURL, ForceSyncPath: force, Timeout: timeout, InstallerVersion: "v0.0.0-e2e",
+		Log: slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Step: func(step, msg string) func(error) {
+			fmt.Fprintf(log, "step %s: %s\n", step, msg)
+			return func(err error) { fmt.Fprintf(log, "step %s done: %v\n", step, err) }
+		},
 	})
 }
 
@@ -99,7 +113,7 @@ func TestFluxSyncPathRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, env: env, client: client, srv: srv, dir: dir, key: key}
+	h := &harness{t: t, env: env, client: client, srv: srv, dir: dir, key: key, logs: &bytes.Buffer{}}
 
 	// An existing sync of clusters/lab from the ops repo, as a previous bootstrap left it.
 	comps, err := kube.Decode(fluxmanifests.Components(""))
@@ -177,5 +191,33 @@ func TestFluxSyncPathRefused(t *testing.T) {
 	}
 	if lsRemote(t, srv.AuthURL("ops")) == headBefore {
 		t.Errorf("forced bootstrap pushed nothing")
+	}
+
+	// The token reached the source Secret, and nowhere else: not the logs, steps or Events.
+	sec, err := client.Get(ctx, schema.GroupVersionKind{Version: "v1", Kind: "Secret"}, flux.Namespace, flux.SyncName)
+	if err != nil || sec == nil {
+		t.Fatalf("source Secret: %v", err)
+	}
+	if pw, _, _ := unstructured.NestedString(sec.Object, "data", "password"); pw != base64.StdEncoding.EncodeToString([]byte("tok-e2e-123")) {
+		t.Errorf("source Secret password is not the token")
+	}
+	if h.logs.Len() == 0 {
+		t.Fatal("no log output captured")
+	}
+	if strings.Contains(h.logs.String(), "tok-e2e-123") {
+		t.Errorf("logs hold the token:\n%s", h.logs)
+	}
+	evs, err := client.Resource(schema.GroupVersionKind{Version: "v1", Kind: "Event"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := evs.List(ctx, listAll())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range list.Items {
+		if b, _ := e.MarshalJSON(); strings.Contains(string(b), "tok-e2e-123") {
+			t.Errorf("Event %s holds the token", e.GetName())
+		}
 	}
 }
