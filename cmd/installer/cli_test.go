@@ -373,3 +373,11 @@ func TestOpenStackIsRefusedBeforeAnythingRuns(t *testing.T) {
 		}
 	}
 }
+
+// The flux stage's refusal to move an existing sync points at --force-sync-path: it exists.
+func TestForceSyncPathFlag(t *testing.T) {
+	r := opencsp(t, t.TempDir(), "install", "--help")
+	if r.code != 0 || !strings.Contains(r.stdout, "--force-sync-path") {
+		t.Errorf("install --help: exit %d, no --force-sync-path in:\n%s", r.code, r.stdout)
+	}
+}

@@ -29,6 +29,7 @@ import (
 
 func newInstallCmd(a *app) *cobra.Command {
 	var opts stages.Options
+	var pipe pipeline.InstallOptions
 	cmd := &cobra.Command{
 		Use:   "install",
 		Short: "Install OpenCSP Core; rerun to resume after a failure or Ctrl-C",
@@ -50,10 +51,12 @@ is skipped, so rerunning the same command resumes where the last run stopped.`,
 			if err := checkProvider(a, cfg); err != nil {
 				return err
 			}
-			return runInstall(cmd, a, cfg, opts)
+			return runInstall(cmd, a, cfg, opts, pipe)
 		},
 	}
 	addStageFlags(cmd, &opts)
+	cmd.Flags().BoolVar(&pipe.Flux.ForceSyncPath, "force-sync-path", false,
+		"let the flux stage move the cluster's existing Flux sync to a new opsRepo url or path (refused otherwise)")
 	return cmd
 }
 
@@ -85,7 +88,7 @@ func checkStageFlags(opts stages.Options) error {
 	return nil
 }
 
-func runInstall(cmd *cobra.Command, a *app, cfg *config.Config, opts stages.Options) error {
+func runInstall(cmd *cobra.Command, a *app, cfg *config.Config, opts stages.Options, pipe pipeline.InstallOptions) error {
 	ctx := cmd.Context()
 	store, err := state.Open(ctx, a.stateDir)
 	if err != nil {
@@ -108,7 +111,7 @@ func runInstall(cmd *cobra.Command, a *app, cfg *config.Config, opts stages.Opti
 		return fmt.Errorf("%s: %w", a.configPath, err)
 	}
 	runner := &stages.Runner{
-		Stages:           pipeline.Install(provider),
+		Stages:           pipeline.InstallWith(provider, pipe),
 		Store:            store,
 		Config:           cfg,
 		Log:              log,

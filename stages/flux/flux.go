@@ -46,6 +46,9 @@ func New(opts Options) *Stage { return &Stage{opts: opts} }
 // Name implements stages.Stage.
 func (*Stage) Name() string { return Name }
 
+// Options returns the options the stage was built with.
+func (s *Stage) Options() Options { return s.opts }
+
 type inputs struct {
 	OpsRepo    config.OpsRepo                    `json:"ops_repo"`
 	Components map[string]config.ComponentConfig `json:"components"`

@@ -17,9 +17,20 @@ import (
 // Stages join as they are built: preflight, images, provision, k3s, flux,
 // rollout.
 func Install(provider infra.Provider) []stages.Stage {
+	return InstallWith(provider, InstallOptions{})
+}
+
+// InstallOptions are the stage options the CLI sets (flags).
+type InstallOptions struct {
+	// Flux are the flux stage's options (--force-sync-path).
+	Flux flux.Options
+}
+
+// InstallWith is Install with stage options.
+func InstallWith(provider infra.Provider, o InstallOptions) []stages.Stage {
 	return append(Infrastructure(provider),
 		k3s.New(k3s.Options{}),
-		flux.New(flux.Options{}),
+		flux.New(o.Flux),
 		rollout.New(0),
 	)
 }
