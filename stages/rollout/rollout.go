@@ -12,6 +12,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/opencsp/installer/internal/config"
 	"github.com/opencsp/installer/manifests"
@@ -98,12 +99,28 @@ func (s *Stage) Verify(ctx context.Context, env *stages.Env) error {
 	return VerifyReady(ctx, c, layers)
 }
 
-// VerifyReady checks (without waiting or nudging) that every layer Kustomization is Ready.
+// verifySettle bounds how long VerifyReady waits for a layer the controller is reconciling
+// right now (a periodic or dependency-triggered reconcile flips Ready to Unknown for a moment:
+// that is not drift).
+var verifySettle = 15 * time.Second
+
+// VerifyReady checks (without nudging) that every layer Kustomization is Ready. A layer in the
+// middle of a reconciliation gets up to verifySettle to finish it.
 func VerifyReady(ctx context.Context, c *kube.Client, layers []Layer) error {
 	for _, l := range layers {
 		u, err := c.Get(ctx, flux.KustomizationGVK, flux.Namespace, l.Name)
 		if err != nil {
 			return err
+		}
+		for deadline := time.Now().Add(verifySettle); u != nil && !kube.FluxReady(u) && inProgress(u) && time.Now().Before(deadline); {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(250 * time.Millisecond):
+			}
+			if u, err = c.Get(ctx, flux.KustomizationGVK, flux.Namespace, l.Name); err != nil {
+				return err
+			}
 		}
 		if u == nil || !kube.FluxReady(u) {
 			return fmt.Errorf("component %s: layer Kustomization %s is missing or not Ready", l.Component, l.Name)
@@ -113,3 +130,22 @@ func VerifyReady(ctx context.Context, c *kube.Client, layers []Layer) error {
 }
 
 func listOpts() metav1.ListOptions { return metav1.ListOptions{} }
+
+// inProgress reports a Kustomization the controller is reconciling (or holding for a
+// dependency that is): Reconciling=True, Ready=Unknown, or Ready=False with a transient reason.
+func inProgress(u *unstructured.Unstructured) bool {
+	if kube.ConditionStatus(u, "Reconciling") == "True" {
+		return true
+	}
+	cond, ok := kube.FindCondition(u, "Ready")
+	if !ok {
+		return false
+	}
+	switch {
+	case cond.Status == "Unknown":
+		return true
+	case cond.Status == "False":
+		return cond.Reason == "Progressing" || cond.Reason == "DependencyNotReady" || cond.Reason == "ProgressingWithRetry"
+	}
+	return false
+}
