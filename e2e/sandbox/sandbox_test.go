@@ -306,8 +306,17 @@ func TestClusterInstall(t *testing.T) {
 		t.Errorf("requests the real PVE API would reject:\n%v", err)
 	}
 	before := len(s.PVE.MutatingRequests())
+	refs := gitRefs(t, s)
 	if r = install(t, ctx, bin, s.Dir, s.Env(), "-c", sandbox.ConfigFile); r.code != 0 {
 		t.Fatalf("rerun: exit %d\n%s", r.code, r.stderr)
+	}
+	for _, name := range pipeline.Names() {
+		if !strings.Contains(r.stdout, "["+name+"] skipped") {
+			t.Errorf("rerun did not skip stage %s:\n%s", name, r.stdout)
+		}
+	}
+	if got := gitRefs(t, s); got != refs {
+		t.Errorf("rerun changed the ops repo: %q -> %q", refs, got)
 	}
 	if after := s.PVE.MutatingRequests(); len(after) != before {
 		t.Errorf("rerun made %d mutating PVE calls: %+v", len(after)-before, after[before:])
