@@ -22,8 +22,11 @@ import (
 // names the state dir it works on.
 const sigkillChildEnv = "OPENCSP_STAGES_TEST_SIGKILL_DIR"
 
-// churnFor is how long each churning stage rewrites its state.
-const churnFor = 100 * time.Millisecond
+// churnFor is how long each churning stage rewrites its state. It is long
+// compared with the kill delays so that a kill still lands inside the churn
+// when a loaded machine (CI runs heavy tests in parallel) delays the parent
+// by hundreds of milliseconds; 100 ms was flaky under such load.
+const churnFor = 1500 * time.Millisecond
 
 // crashPipeline is the pipeline used by the killed children and by the final
 // in-process rerun. images and k3s rewrite their outputs and tasks in a tight
