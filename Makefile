@@ -8,7 +8,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -X github.com/opencsp/installer/internal/version.version=$(VERSION)
 DEMO_DIR ?= .cache/demo
 
-.PHONY: help build test unit lint fmt vet demo demo-down clean
+.PHONY: help build test deps unit lint fmt vet demo demo-down clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -16,10 +16,13 @@ help: ## list targets
 build: ## build bin/opencsp
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/installer
 
-test: lint unit ## everything CI runs: lint + all tests
+test: deps tools tools-test lint unit ## everything CI runs: Debian packages, e2e tools, lint, all tests
 
-unit: ## go test ./... (no privileges needed)
-	$(GO) test -count=1 ./...
+deps: ## install the Debian packages the tests and the demo need (when missing)
+	@./scripts/deps.sh
+
+unit: ## go test ./... (the stand-in tests need root and the e2e tools)
+	$(GO) test -count=1 -timeout 30m ./...
 
 lint: fmt vet ## gofmt check + go vet
 

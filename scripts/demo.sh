@@ -13,15 +13,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	echo "make demo needs root: the VM stand-ins use network namespaces, overlayfs and systemd-nspawn." >&2
 	exit 1
 fi
-# The same packages as .ci/run.
-if ! command -v git >/dev/null || ! command -v make >/dev/null \
-	|| ! command -v debootstrap >/dev/null || ! command -v systemd-nspawn >/dev/null \
-	|| [ ! -x /usr/sbin/sshd ] || ! command -v ssh >/dev/null || ! command -v sudo >/dev/null; then
-	echo "==> installing Debian packages"
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq git make debootstrap systemd-container iproute2 util-linux \
-		openssh-server openssh-client sudo
-fi
+./scripts/deps.sh
 echo "==> e2e tools (make tools; cached after the first run)"
 make --no-print-directory tools
 echo "==> sandbox binary"
