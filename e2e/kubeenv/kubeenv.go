@@ -204,7 +204,7 @@ func (e *Env) component(ctx context.Context, name, bin string, nports int,
 	build func(ports []int) (args, env []string, ready func(context.Context) error)) ([]int, error) {
 	var lastErr error
 	for attempt := 1; attempt <= 3; attempt++ {
-		ports, err := freePorts(nports)
+		ports, err := FreePorts(nports)
 		if err != nil {
 			return nil, err
 		}

@@ -212,9 +212,10 @@ func killAndWait(pid int, start string, grace time.Duration) error {
 	return nil
 }
 
-// freePorts returns n distinct free loopback ports. Another process may take one before it is
-// used; Start retries a component whose port was taken.
-func freePorts(n int) ([]int, error) {
+// FreePorts returns n distinct free loopback ports. Another process may take one before it is
+// used; Start retries a component whose port was taken. The sandbox uses it for the controllers
+// it runs against the K3s stand-in.
+func FreePorts(n int) ([]int, error) {
 	var ls []net.Listener
 	defer func() {
 		for _, l := range ls {

@@ -167,7 +167,7 @@ func (s *Sandbox) serveFlux(ctx context.Context, vmid int, kubeconfig string) er
 		case <-time.After(time.Second):
 		}
 	}
-	ports, err := freePorts(5)
+	ports, err := kubeenv.FreePorts(5)
 	if err != nil {
 		return err
 	}
@@ -312,23 +312,4 @@ func (c *controller) stop() {
 		<-c.done
 	}
 	syscall.Kill(-pid, syscall.SIGKILL)
-}
-
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
