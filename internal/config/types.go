@@ -21,6 +21,7 @@ type Config struct {
 	OpsRepo        OpsRepo                    `yaml:"opsRepo"`
 	Components     map[string]ComponentConfig `yaml:"components,omitempty" jsonschema:"description=Per Core component: enable/disable\\, chart version and values overrides."`
 	Secrets        Secrets                    `yaml:"secrets"`
+	Flux           Flux                       `yaml:"flux,omitempty"`
 
 	// Source is where the config was read from (not part of the file).
 	Source string `yaml:"-" json:"-"`
@@ -158,4 +159,9 @@ type ComponentConfig struct {
 // Secrets configures how generated secrets are protected.
 type Secrets struct {
 	AgeKeyFile string `yaml:"ageKeyFile,omitempty" jsonschema:"description=age private key used for SOPS; generated (0600) when missing. Default <state-dir>/age.key"`
+}
+
+// Flux configures the Flux installation.
+type Flux struct {
+	Registry string `yaml:"registry,omitempty" jsonschema:"description=Registry mirror that replaces ghcr.io/fluxcd in the Flux controller images (air-gapped)\\, e.g. registry.example.net/fluxcd"`
 }

@@ -97,6 +97,17 @@ func (v *validator) validate() {
 	v.opsRepo()
 	v.components()
 	v.secrets()
+	v.flux()
+}
+
+// registryRE is an image repository prefix without scheme or tag:
+// host[:port][/path].
+var registryRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]([a-z0-9._/-]*[a-z0-9])?)?$`)
+
+func (v *validator) flux() {
+	if r := v.cfg.Flux.Registry; r != "" && !registryRE.MatchString(r) {
+		v.errorf("flux.registry", "%q is not an image repository prefix; use host[:port][/path] without scheme or tag, e.g. registry.example.net/fluxcd", r)
+	}
 }
 
 func (v *validator) cluster() {

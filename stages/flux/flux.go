@@ -29,7 +29,8 @@ type K3sOutputs struct {
 
 // Options of the stage (from CLI flags).
 type Options struct {
-	// Registry replaces ghcr.io/fluxcd in the Flux images (air-gapped mirror).
+	// Registry replaces ghcr.io/fluxcd in the Flux images (air-gapped
+	// mirror); it overrides the config's flux.registry.
 	Registry string
 	// ForceSyncPath allows moving an existing sync to another URL/path.
 	ForceSyncPath bool
@@ -60,7 +61,16 @@ type inputs struct {
 // Inputs implements stages.Stage: the ops repo, the components and the Flux versions.
 func (s *Stage) Inputs(cfg *config.Config) any {
 	return inputs{OpsRepo: cfg.OpsRepo, Components: cfg.Components, Flux: fluxmanifests.Versions(),
-		Registry: s.opts.Registry, Version: version.Get().Version}
+		Registry: s.registry(cfg), Version: version.Get().Version}
+}
+
+// registry is the Flux image mirror: the option (flag) wins over the
+// config's flux.registry.
+func (s *Stage) registry(cfg *config.Config) string {
+	if s.opts.Registry != "" {
+		return s.opts.Registry
+	}
+	return cfg.Flux.Registry
 }
 
 // Plan implements stages.Stage.
@@ -97,7 +107,7 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) error {
 	_ = env.StageOutputs("provision", &prov) // optional: static address otherwise
 	res, err := Bootstrap(ctx, Params{
 		Client: client, Config: env.Config, StateDir: env.StateDir, Repo: repo,
-		Registry: s.opts.Registry, ForceSyncPath: s.opts.ForceSyncPath, Vars: s.opts.Vars,
+		Registry: s.registry(env.Config), ForceSyncPath: s.opts.ForceSyncPath, Vars: s.opts.Vars,
 		MgmtAddress: prov.Address, InstallerVersion: version.Get().Version, Secrets: env.Secrets,
 		Log: env.Log, Step: env.Step,
 	})
