@@ -210,10 +210,11 @@ func (h *HelmController) check(ctx context.Context, hr *unstructured.Unstructure
 		name, _ := m["name"].(string)
 		key, _ := m["valuesKey"].(string)
 		optional, _ := m["optional"].(bool)
+		targetPath, _ := m["targetPath"].(string)
 		if key == "" {
 			key = "values.yaml"
 		}
-		if err := h.checkValuesFrom(ctx, hr.GetNamespace(), kind, name, key); err != nil && !optional {
+		if err := h.checkValuesFrom(ctx, hr.GetNamespace(), kind, name, key, targetPath); err != nil && !optional {
 			return "False", "InstallFailed", err.Error(), version
 		}
 	}
@@ -225,7 +226,11 @@ func (h *HelmController) check(ctx context.Context, hr *unstructured.Unstructure
 	return "True", "InstallSucceeded", fmt.Sprintf("stand-in: release %s-%s marked installed (no workloads rendered)", chart, version), version
 }
 
-func (h *HelmController) checkValuesFrom(ctx context.Context, ns, kind, name, key string) error {
+// checkValuesFrom resolves one valuesFrom reference as helm-controller does:
+// with a targetPath the value is taken literally (Helm's literal --set
+// parsing), so only a whole values document (no targetPath) must parse as
+// YAML. Generated passwords with YAML-special characters are fine.
+func (h *HelmController) checkValuesFrom(ctx context.Context, ns, kind, name, key, targetPath string) error {
 	gvk := schema.GroupVersionKind{Version: "v1", Kind: kind}
 	u, err := h.Client.Get(ctx, gvk, ns, name)
 	if err != nil {
@@ -251,6 +256,9 @@ func (h *HelmController) checkValuesFrom(ctx context.Context, ns, kind, name, ke
 			return fmt.Errorf("missing key '%s' in %s '%s/%s'", key, kind, ns, name)
 		}
 		raw = s
+	}
+	if targetPath != "" {
+		return nil
 	}
 	var v any
 	if err := yaml.Unmarshal([]byte(raw), &v); err != nil {
