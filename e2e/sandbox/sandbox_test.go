@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,37 +18,17 @@ import (
 	"github.com/opencsp/installer/stages/pipeline"
 )
 
-func TestMain(m *testing.M) {
-	if os.Geteuid() == 0 {
-		if cleaned, err := standin.CleanupStale(context.Background()); len(cleaned) > 0 || err != nil {
-			fmt.Fprintf(os.Stderr, "standin: cleaned leftovers of crashed runs %v (err: %v)\n", cleaned, err)
-		}
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { standin.RunTests(m) }
 
 // requireSandbox skips LOUDLY when the sandbox cannot run here, and fails
 // when only the e2e tools are missing (unless OPENCSP_SKIP_KUBE_E2E=1).
 func requireSandbox(t *testing.T) {
 	t.Helper()
-	skip := func(why string) { t.Skip("SANDBOX E2E TESTS SKIPPED: " + why) }
-	if testing.Short() {
-		skip("-short")
-	}
-	if os.Getenv("OPENCSP_SKIP_STANDIN") != "" {
-		skip("OPENCSP_SKIP_STANDIN is set")
-	}
-	if os.Geteuid() != 0 {
-		skip("they need root (network namespaces, overlayfs, systemd-nspawn)")
-	}
-	for _, tool := range []string{"debootstrap", "systemd-nspawn", "nsenter", "unshare", "ip", "chroot", "git"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			skip(tool + " not found (apt-get install debootstrap systemd-container iproute2 util-linux git)")
-		}
-	}
+	const suite = "SANDBOX E2E TESTS"
+	standin.RequireHost(t, suite, "git")
 	if _, err := kubeenv.FindTools(""); err != nil {
 		if os.Getenv("OPENCSP_SKIP_KUBE_E2E") == "1" {
-			skip(err.Error())
+			t.Skip(suite + " SKIPPED: " + err.Error())
 		}
 		t.Fatalf("%v: run `make tools` (or set OPENCSP_SKIP_KUBE_E2E=1 to skip)", err)
 	}

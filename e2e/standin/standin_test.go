@@ -25,20 +25,7 @@ import (
 
 func requireStandin(t *testing.T) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("STANDIN TESTS SKIPPED: -short")
-	}
-	if os.Getenv("OPENCSP_SKIP_STANDIN") != "" {
-		t.Skip("STANDIN TESTS SKIPPED: OPENCSP_SKIP_STANDIN is set")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("STANDIN TESTS SKIPPED: they need root (network namespaces, overlayfs, systemd-nspawn)")
-	}
-	for _, tool := range []string{"debootstrap", "systemd-nspawn", "nsenter", "unshare", "ip", "chroot"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("STANDIN TESTS SKIPPED: %s not found (apt-get install debootstrap systemd-container iproute2 util-linux)", tool)
-		}
-	}
+	standin.RequireHost(t, "STANDIN TESTS")
 }
 
 func TestMain(m *testing.M) {

@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -40,35 +39,15 @@ import (
 
 const k3sVersion = "v1.33.5+k3s1"
 
-func TestMain(m *testing.M) {
-	if os.Geteuid() == 0 {
-		if cleaned, err := standin.CleanupStale(context.Background()); len(cleaned) > 0 || err != nil {
-			fmt.Fprintf(os.Stderr, "standin: cleaned leftovers of crashed runs %v (err: %v)\n", cleaned, err)
-		}
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { standin.RunTests(m) }
 
 // requireStandin skips LOUDLY when the VM stand-in or the tools cannot run here.
 func requireStandin(t *testing.T) {
 	t.Helper()
-	skip := func(why string) { t.Skip("K3S STAND-IN TESTS SKIPPED: " + why) }
-	if testing.Short() {
-		skip("-short")
-	}
-	if os.Getenv("OPENCSP_SKIP_STANDIN") != "" {
-		skip("OPENCSP_SKIP_STANDIN is set")
-	}
-	if os.Geteuid() != 0 {
-		skip("they need root (network namespaces, overlayfs, systemd-nspawn)")
-	}
-	for _, tool := range []string{"debootstrap", "systemd-nspawn", "nsenter", "unshare", "ip", "chroot"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			skip(tool + " not found (apt-get install debootstrap systemd-container iproute2 util-linux)")
-		}
-	}
+	const suite = "K3S STAND-IN TESTS"
+	standin.RequireHost(t, suite)
 	if _, err := kubeenv.FindTools(""); err != nil {
-		skip(err.Error())
+		t.Skip(suite + " SKIPPED: " + err.Error())
 	}
 }
 
