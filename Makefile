@@ -8,7 +8,12 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -X github.com/opencsp/installer/internal/version.version=$(VERSION)
 DEMO_DIR ?= .cache/demo
 
-.PHONY: help build test deps unit lint fmt vet demo demo-down clean
+.PHONY: help build test deps unit e2e lint fmt vet demo demo-down clean
+
+# The end-to-end packages: they boot VM stand-ins, the sandbox, real kube-apiserver +
+# Flux controllers and QEMU (root; `make tools`). `make unit` runs every other package.
+E2E_PKGS := ./e2e/... ./stages/... ./internal/appliance/...
+UNIT_PKGS = $$($(GO) list ./... | grep -vE '/(e2e|stages|internal/appliance)(/|$$)')
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -16,13 +21,16 @@ help: ## list targets
 build: ## build bin/opencsp
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/installer
 
-test: deps tools tools-test lint unit ## everything CI runs: Debian packages, e2e tools, lint, all tests
+test: deps tools tools-test lint unit e2e ## everything CI runs: Debian packages, e2e tools, lint, unit + e2e tests
 
 deps: ## install the Debian packages the tests and the demo need (when missing)
 	@./scripts/deps.sh
 
-unit: ## go test ./... (the stand-in tests need root and the e2e tools)
-	$(GO) test -count=1 -timeout 30m ./...
+unit: ## the tests of every package outside the end-to-end ones (fast, most need no root)
+	$(GO) test -count=1 -timeout 20m $(UNIT_PKGS)
+
+e2e: ## the end-to-end tests: sandbox installs, fault + crash campaigns, stand-ins, Flux, QEMU boots (root, `make tools`)
+	$(GO) test -count=1 -timeout 45m $(E2E_PKGS)
 
 lint: fmt vet ## gofmt check + go vet
 
