@@ -353,3 +353,82 @@ func redact(s string) string {
 		return s[:i+3] + "***@" + redact(rest[at+1:])
 	}
 }
+
+// Files in a bare repository that drive its pre-receive hook (see RejectPushes).
+const (
+	rejectCountFile   = "opencsp-reject-pushes"
+	rejectMessageFile = "opencsp-reject-message"
+)
+
+// preReceiveHook declines a push while the count file holds a positive number, decrementing it,
+// with the message on stderr (which receive-pack relays to the client as "remote: ..." lines).
+// Hooks run in the bare repository's directory.
+const preReceiveHook = `#!/bin/sh
+# Installed by gitserver.RejectPushes.
+cat >/dev/null
+n=$(cat ` + rejectCountFile + ` 2>/dev/null)
+case "$n" in ''|*[!0-9]*|0) exit 0 ;; esac
+echo $((n - 1)) >` + rejectCountFile + `
+cat ` + rejectMessageFile + ` >&2
+exit 1
+`
+
+// RejectPushes makes the next n pushes to repository name fail as a hosted git server's branch
+// protection or server-side policy does: receive-pack runs the repository's pre-receive hook,
+// which prints message (git clients show it as "remote: <message>") and declines, so no ref
+// moves ("! [remote rejected] ... (pre-receive hook declined)"). n <= 0 disarms. The count is
+// kept in the repository, so it holds for every client and survives a server restart.
+func (s *Server) RejectPushes(name string, n int, message string) error {
+	dir, err := s.repoDir(name)
+	if err != nil {
+		return err
+	}
+	hook := filepath.Join(dir, "hooks", "pre-receive")
+	if err := os.MkdirAll(filepath.Dir(hook), 0o755); err != nil {
+		return fmt.Errorf("gitserver: %w", err)
+	}
+	if err := os.WriteFile(hook, []byte(preReceiveHook), 0o755); err != nil {
+		return fmt.Errorf("gitserver: install pre-receive hook of %s: %w", name, err)
+	}
+	if message == "" {
+		message = "push rejected by the server"
+	}
+	// The message first: an armed count never shows an old message.
+	if err := os.WriteFile(filepath.Join(dir, rejectMessageFile), []byte(strings.TrimRight(message, "\n")+"\n"), 0o644); err != nil {
+		return fmt.Errorf("gitserver: %w", err)
+	}
+	return os.WriteFile(filepath.Join(dir, rejectCountFile), []byte(fmt.Sprintf("%d\n", max(n, 0))), 0o644)
+}
+
+// PendingRejections is how many pushes to repository name RejectPushes will still decline.
+func (s *Server) PendingRejections(name string) (int, error) {
+	dir, err := s.repoDir(name)
+	if err != nil {
+		return 0, err
+	}
+	b, err := os.ReadFile(filepath.Join(dir, rejectCountFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("gitserver: %w", err)
+	}
+	var n int
+	if _, err := fmt.Sscan(string(b), &n); err != nil {
+		return 0, fmt.Errorf("gitserver: %s of %s: %q: %w", rejectCountFile, name, b, err)
+	}
+	return n, nil
+}
+
+// repoDir is the directory of an existing repository.
+func (s *Server) repoDir(name string) (string, error) {
+	p, err := repoPath(name)
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(s.dir, p)
+	if _, err := os.Stat(filepath.Join(dir, "HEAD")); err != nil {
+		return "", fmt.Errorf("gitserver: no repository %s: %w", name, err)
+	}
+	return dir, nil
+}

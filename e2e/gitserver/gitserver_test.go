@@ -2,6 +2,7 @@ package gitserver
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -227,5 +228,56 @@ func TestRedact(t *testing.T) {
 		if got := redact(in); got != want {
 			t.Errorf("redact(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestRejectPushes: armed rejections decline exactly the next n pushes through the real
+// receive-pack hook (the client sees the message and "pre-receive hook declined", the ref does
+// not move); then pushes go through again.
+func TestRejectPushes(t *testing.T) {
+	s := start(t, Options{Token: "s3cret"})
+	if _, err := s.NewRepo("ops", "main"); err != nil {
+		t.Fatal(err)
+	}
+	first, err := s.Commit(context.Background(), "ops", "main", "first", map[string][]byte{"a": []byte("1\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const msg = "GL-HOOK-ERR: branch main is protected: pushes are frozen"
+	if err := s.RejectPushes("ops", 2, msg); err != nil {
+		t.Fatal(err)
+	}
+	for i, left := range []int{1, 0} {
+		_, err := s.Commit(context.Background(), "ops", "main", fmt.Sprintf("try %d", i), map[string][]byte{"a": []byte(fmt.Sprint(i))})
+		if err == nil {
+			t.Fatalf("push %d went through", i)
+		}
+		for _, want := range []string{"remote: " + msg, "pre-receive hook declined"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("push %d: error lacks %q: %v", i, want, err)
+			}
+		}
+		if n, err := s.PendingRejections("ops"); err != nil || n != left {
+			t.Errorf("after push %d: %d rejections pending (%v), want %d", i, n, err, left)
+		}
+		if head := git(t, filepath.Join(s.Dir(), "ops.git"), "rev-parse", "refs/heads/main"); head != first {
+			t.Errorf("push %d moved main %s -> %s", i, first, head)
+		}
+	}
+	if _, err := s.Commit(context.Background(), "ops", "main", "after", map[string][]byte{"a": []byte("2\n")}); err != nil {
+		t.Fatalf("push after the rejections: %v", err)
+	}
+	// Disarming with n <= 0 before they are used up.
+	if err := s.RejectPushes("ops", 5, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RejectPushes("ops", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Commit(context.Background(), "ops", "main", "disarmed", map[string][]byte{"a": []byte("3\n")}); err != nil {
+		t.Fatalf("push after disarming: %v", err)
+	}
+	if err := s.RejectPushes("nope", 1, "x"); err == nil || !strings.Contains(err.Error(), "no repository nope") {
+		t.Errorf("RejectPushes of a missing repository: %v", err)
 	}
 }
