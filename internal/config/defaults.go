@@ -17,6 +17,18 @@ func applyDefaults(c *Config) {
 	if c.ManagementVM.SSH.Port == 0 {
 		c.ManagementVM.SSH.Port = 22
 	}
+	if c.ManagementVM.Provision.Method == "" {
+		c.ManagementVM.Provision.Method = ProvisionCloudImage
+	}
+	if c.Appliance.ISO == "" {
+		c.Appliance.ISO = DefaultApplianceISO
+	}
+	if c.Appliance.TargetDisk == "" {
+		c.Appliance.TargetDisk = TargetDiskAuto
+	}
+	if c.Appliance.After == "" {
+		c.Appliance.After = AfterPoweroff
+	}
 	if c.OpsRepo.Branch == "" {
 		c.OpsRepo.Branch = "main"
 	}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"path/filepath"
 	"testing"
 )
 
@@ -61,5 +62,39 @@ func TestComponentEnabledDefaultsOn(t *testing.T) {
 		if got := c.ComponentEnabled(name); got != want {
 			t.Errorf("ComponentEnabled(%s) = %v", name, got)
 		}
+	}
+}
+
+func TestApplianceDefaults(t *testing.T) {
+	tests := []struct {
+		name        string
+		doc         string
+		method, iso string
+		target      string
+		after       string
+		wipe        bool
+	}{
+		{"standalone", baseYAML, ProvisionCloudImage, DefaultApplianceISO, TargetDiskAuto, AfterPoweroff, false},
+		{"appliance profile", "profile: appliance\n" + baseYAML, ProvisionAppliance, DefaultApplianceISO, TargetDiskAuto, AfterPoweroff, false},
+		{"file wins over profile", edit(t, "profile: appliance\n"+baseYAML,
+			"managementVM:\n", "managementVM:\n  provision:\n    method: cloudimage\n"),
+			ProvisionCloudImage, DefaultApplianceISO, TargetDiskAuto, AfterPoweroff, false},
+		{"all set", baseYAML + "appliance:\n  iso: out/a.iso\n  targetDisk: /dev/vdb\n  wipe: true\n  after: reboot\n",
+			ProvisionCloudImage, "out/a.iso", "/dev/vdb", AfterReboot, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := mustLoad(t, tt.doc)
+			a := cfg.Appliance
+			if got := cfg.ManagementVM.Provision.Method; got != tt.method {
+				t.Errorf("method = %q, want %q", got, tt.method)
+			}
+			if a.ISO != tt.iso || a.TargetDisk != tt.target || a.After != tt.after || a.Wipe != tt.wipe {
+				t.Errorf("appliance = %+v, want iso %q targetDisk %q after %q wipe %v", a, tt.iso, tt.target, tt.after, tt.wipe)
+			}
+			if want := filepath.Join(cfg.BaseDir(), tt.iso); cfg.ApplianceISO() != want {
+				t.Errorf("ApplianceISO() = %q, want %q", cfg.ApplianceISO(), want)
+			}
+		})
 	}
 }

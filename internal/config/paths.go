@@ -32,3 +32,7 @@ func resolvePath(baseDir, p string) string {
 
 // Secret resolves a secret reference relative to the config file.
 func (c *Config) Secret(r SecretRef) (string, error) { return r.Resolve(c.baseDir) }
+
+// ApplianceISO is the appliance ISO's path: where opencsp image iso writes
+// it and provision method appliance boots it from.
+func (c *Config) ApplianceISO() string { return c.ResolvePath(c.Appliance.ISO) }

@@ -22,6 +22,7 @@ type Config struct {
 	Components     map[string]ComponentConfig `yaml:"components,omitempty" jsonschema:"description=Per Core component: enable/disable\\, chart version and values overrides."`
 	Secrets        Secrets                    `yaml:"secrets"`
 	Flux           Flux                       `yaml:"flux,omitempty"`
+	Appliance      Appliance                  `yaml:"appliance,omitempty" jsonschema:"description=The appliance ISO (opencsp image iso) and how it installs the management node (managementVM.provision.method: appliance)."`
 
 	// Source is where the config was read from (not part of the file).
 	Source string `yaml:"-" json:"-"`
@@ -98,6 +99,18 @@ type ManagementVM struct {
 	Image     string    `yaml:"image,omitempty" jsonschema:"description=Which of images: the VM is cloned from; default the first."`
 	Network   VMNetwork `yaml:"network"`
 	SSH       SSH       `yaml:"ssh"`
+	Provision Provision `yaml:"provision,omitempty"`
+}
+
+// Provision methods of the management VM.
+const (
+	ProvisionCloudImage = "cloudimage"
+	ProvisionAppliance  = "appliance"
+)
+
+// Provision says how the management VM's disk is made.
+type Provision struct {
+	Method string `yaml:"method,omitempty" jsonschema:"enum=cloudimage,enum=appliance,description=cloudimage (default): clone a cloud-image template and configure it with cloud-init. appliance: boot the appliance ISO (appliance.iso) on an empty VM and let it install itself."`
 }
 
 // VMNetwork is the guest network: DHCP or a static address.
@@ -164,4 +177,37 @@ type Secrets struct {
 // Flux configures the Flux installation.
 type Flux struct {
 	Registry string `yaml:"registry,omitempty" jsonschema:"description=Registry mirror that replaces ghcr.io/fluxcd in the Flux controller images (air-gapped)\\, e.g. registry.example.net/fluxcd"`
+}
+
+// After* are what the appliance does once it has written the disk.
+const (
+	AfterPoweroff = "poweroff"
+	AfterReboot   = "reboot"
+)
+
+// DefaultApplianceISO is where the appliance ISO is written and read,
+// relative to the config file.
+const DefaultApplianceISO = "opencsp-appliance.iso"
+
+// TargetDiskAuto picks the only empty disk of the machine.
+const TargetDiskAuto = "auto"
+
+// Appliance configures the appliance ISO: what the build puts in it and what
+// the appliance does when booted. Command-line flags of opencsp image iso
+// override these.
+type Appliance struct {
+	ISO        string          `yaml:"iso,omitempty" jsonschema:"description=The appliance ISO: written by opencsp image iso and booted by provision method appliance. Relative to this file. Default opencsp-appliance.iso"`
+	TargetDisk string          `yaml:"targetDisk,omitempty" jsonschema:"description=Disk the appliance installs to: auto (default\\, the only empty disk) or an absolute /dev path\\, e.g. /dev/sda"`
+	Wipe       bool            `yaml:"wipe,omitempty" jsonschema:"description=Let the appliance overwrite a disk that already has partitions or data. Default false."`
+	After      string          `yaml:"after,omitempty" jsonschema:"enum=poweroff,enum=reboot,description=What the appliance does when done: poweroff (default) or reboot."`
+	Kernel     ApplianceKernel `yaml:"kernel,omitempty" jsonschema:"description=The kernel of the appliance: a Debian linux-image .deb\\, as a local path or a URL with its sha256."`
+	OSImage    string          `yaml:"osImage,omitempty" jsonschema:"description=Raw OS image (GPT) the appliance writes to the target disk. Relative to this file."`
+}
+
+// ApplianceKernel is a Debian linux-image .deb: a local file, or a URL
+// fetched (and checked against sha256) through the artifact cache.
+type ApplianceKernel struct {
+	Deb    string `yaml:"deb,omitempty" jsonschema:"description=Local linux-image .deb\\, relative to this file."`
+	URL    string `yaml:"url,omitempty" jsonschema:"description=https or http URL of a linux-image .deb (needs sha256)."`
+	SHA256 string `yaml:"sha256,omitempty" jsonschema:"pattern=^[0-9a-f]{64}$,description=Hex sha256 of the .deb at url."`
 }

@@ -98,6 +98,53 @@ func (v *validator) validate() {
 	v.components()
 	v.secrets()
 	v.flux()
+	v.appliance()
+}
+
+var (
+	sha256HexRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	devPathRE   = regexp.MustCompile(`^/dev/[A-Za-z0-9._/-]+$`)
+)
+
+func (v *validator) appliance() {
+	const at = "appliance"
+	a := v.cfg.Appliance
+	switch m := v.cfg.ManagementVM.Provision.Method; m {
+	case ProvisionCloudImage, ProvisionAppliance:
+	default:
+		v.errorf("managementVM.provision.method", "unknown method %q; use cloudimage (clone a cloud-image template) or appliance (boot the appliance ISO)", m)
+	}
+	if a.ISO != "" && !strings.HasSuffix(strings.ToLower(a.ISO), ".iso") {
+		v.errorf(at+".iso", "%q must name an .iso file, e.g. opencsp-appliance.iso", a.ISO)
+	}
+	if d := a.TargetDisk; d != TargetDiskAuto && (!devPathRE.MatchString(d) || path.Clean(d) != d) {
+		v.errorf(at+".targetDisk", "%q must be auto (the only empty disk) or an absolute device path such as /dev/sda", d)
+	}
+	if a.After != AfterPoweroff && a.After != AfterReboot {
+		v.errorf(at+".after", "unknown action %q; use poweroff or reboot", a.After)
+	}
+	k := a.Kernel
+	switch {
+	case k.Deb != "" && k.URL != "":
+		v.errorf(at+".kernel", "set either deb (a local file) or url, not both")
+	case k.Deb != "" && !strings.HasSuffix(k.Deb, ".deb"):
+		v.errorf(at+".kernel.deb", "%q is not a .deb file; use a Debian linux-image-*.deb", k.Deb)
+	}
+	if k.URL != "" {
+		if u, err := url.Parse(k.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			v.errorf(at+".kernel.url", "must be an https or http URL, got %q", k.URL)
+		}
+		if k.SHA256 == "" {
+			v.errorf(at+".kernel.sha256", "required with kernel.url: the hex sha256 of the .deb (sha256sum FILE)")
+		}
+	}
+	if k.SHA256 != "" {
+		if !sha256HexRE.MatchString(k.SHA256) {
+			v.errorf(at+".kernel.sha256", "must be 64 lower-case hex digits (sha256sum FILE)")
+		} else if k.URL == "" {
+			v.errorf(at+".kernel.sha256", "only used with kernel.url; remove it or set url")
+		}
+	}
 }
 
 // registryRE is an image repository prefix without scheme or tag:
