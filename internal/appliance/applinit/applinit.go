@@ -32,6 +32,10 @@ const Prefix = "opencsp-appliance: "
 // MediumDir is where the ISO is mounted.
 const MediumDir = "/mnt/medium"
 
+// MediumLabel is the ISO volume label of the appliance (iso.Label; not
+// imported so that PID 1 does not link the ISO writer).
+const MediumLabel = "OPENCSP"
+
 // Runner holds the console and the clock-free state of one run.
 type Runner struct {
 	Out io.Writer
@@ -89,14 +93,15 @@ func (r *Runner) run(ctx context.Context) (*payload.Settings, error) {
 	if err := payload.ReadJSON(filepath.Join(MediumDir, payload.SettingsPath), &s); err != nil {
 		return nil, fmt.Errorf("appliance settings: %w", err)
 	}
-	if err := m.Verify(MediumDir); err != nil {
+	if err := verifyPayload(MediumDir, m); err != nil {
 		return &s, err
 	}
 	r.say("payload verified (%d files, %d bytes)", len(m.Files), m.Total())
-	target, err := r.pickTarget(filepath.Base(medium), s.Wipe)
+	target, note, err := chooseTarget(scanDisks(), filepath.Base(medium), s.Wipe)
 	if err != nil {
 		return &s, err
 	}
+	r.say("target disk %s (%s)", target, note)
 	return &s, Install(ctx, r, target, MediumDir, m, s)
 }
 
@@ -165,12 +170,12 @@ func (r *Runner) findMedium(ctx context.Context, timeout time.Duration) (string,
 	deadline := time.Now().Add(timeout)
 	for {
 		for _, n := range blockDevices() {
-			if isoLabel("/dev/"+n) == "OPENCSP" {
+			if isoLabel("/dev/"+n) == MediumLabel {
 				return "/dev/" + n, nil
 			}
 		}
 		if time.Now().After(deadline) {
-			return "", fmt.Errorf("no medium with label OPENCSP among %v", blockDevices())
+			return "", fmt.Errorf("no medium with ISO label %s among %v (is the appliance ISO attached?)", MediumLabel, blockDevices())
 		}
 		select {
 		case <-ctx.Done():
@@ -195,40 +200,77 @@ func IsEmpty(dev string) (bool, error) {
 	return bytes.Count(b[:n], []byte{0}) == n, nil
 }
 
-func (r *Runner) pickTarget(medium string, wipe bool) (string, error) {
-	var empty, used []string
+// Disk is what the target choice knows about one whole block device.
+type Disk struct {
+	Name  string // /sys/block name, e.g. sda
+	Empty bool   // first MiB all zero
+	Label string // ISO volume label, "" if none
+}
+
+// scanDisks reads every block device that could be a target.
+func scanDisks() []Disk {
+	var out []Disk
 	for _, n := range blockDevices() {
-		if n == medium || strings.HasPrefix(n, "sr") {
-			continue
-		}
 		dev := "/dev/" + n
-		ok, err := IsEmpty(dev)
+		empty, err := IsEmpty(dev)
 		if err != nil {
+			continue // no medium in the drive, or unreadable: never a target
+		}
+		out = append(out, Disk{Name: n, Empty: empty, Label: isoLabel(dev)})
+	}
+	return out
+}
+
+// chooseTarget applies the rule: the only empty disk; a disk with data only
+// when wipe is set and it is the only candidate. The medium is never a
+// candidate, neither are CD drives nor any other disk holding an appliance
+// ISO (a second stick), so a hybrid image attached as a disk is safe even
+// with wipe. It returns the device path and a note for the console.
+func chooseTarget(disks []Disk, medium string, wipe bool) (string, string, error) {
+	var empty, used []string
+	for _, d := range disks {
+		if d.Name == medium || strings.HasPrefix(d.Name, "sr") || d.Label == MediumLabel {
 			continue
 		}
-		if ok {
-			empty = append(empty, dev)
+		if d.Empty {
+			empty = append(empty, "/dev/"+d.Name)
 		} else {
-			used = append(used, dev)
+			used = append(used, "/dev/"+d.Name)
 		}
 	}
 	switch {
 	case len(empty) == 1:
-		r.say("target disk %s (empty)", empty[0])
-		return empty[0], nil
+		return empty[0], "empty", nil
 	case len(empty) > 1:
-		return "", fmt.Errorf("refusing: %d empty disks %v, cannot choose", len(empty), empty)
+		return "", "", fmt.Errorf("refusing: %d empty disks %s, cannot choose; attach only the target disk; disks left untouched", len(empty), strings.Join(empty, ", "))
 	case len(used) == 1 && wipe:
-		r.say("target disk %s (not empty, wipe: true)", used[0])
-		return used[0], nil
+		return used[0], "not empty, wipe: true", nil
 	case len(used) >= 1:
-		return "", fmt.Errorf("refusing: disk %s is not empty (has data or partitions) and wipe is false; disk left untouched", strings.Join(used, ", "))
+		return "", "", fmt.Errorf("refusing: disk %s is not empty (has data or partitions) and wipe is false; "+
+			"to overwrite it set appliance.wipe: true in the install config (or pass --wipe to opencsp image iso) and rebuild the ISO; disk left untouched",
+			strings.Join(used, ", "))
 	default:
-		return "", fmt.Errorf("refusing: no target disk found")
+		return "", "", fmt.Errorf("refusing: no target disk found (only the medium %s); attach an empty disk", medium)
 	}
 }
 
-// hashWriter hashes what passes through.
+// verifyPayload checks every manifest file on the medium before any disk is
+// touched, naming the first file that does not match.
+func verifyPayload(root string, m payload.Manifest) error {
+	for _, f := range m.Files {
+		n, sum, err := payload.Hash(filepath.Join(root, filepath.FromSlash(f.Path)))
+		if err != nil {
+			return fmt.Errorf("refusing: payload file %s: %w; the medium is incomplete: rebuild the ISO or write it again; disk left untouched", f.Path, err)
+		}
+		if sum != f.SHA256 || n != f.Size {
+			return fmt.Errorf("refusing: payload file %s: checksum mismatch: sha256 %s (%d bytes), manifest says %s (%d bytes); "+
+				"the medium is damaged: rebuild the ISO or write it again; disk left untouched", f.Path, sum, n, f.SHA256, f.Size)
+		}
+	}
+	return nil
+}
+
+// sha returns the hex sha256 of what r yields.
 func sha(r io.Reader) (string, error) {
 	h := sha256.New()
 	if _, err := io.Copy(h, r); err != nil {

@@ -43,7 +43,8 @@ func Install(ctx context.Context, r *Runner, target, root string, m payload.Mani
 		return err
 	}
 	if size < need {
-		return fmt.Errorf("refusing: target %s has %d bytes, the appliance needs %d; disk left untouched", target, size, need)
+		return fmt.Errorf("refusing: target %s has %d bytes, the appliance needs %d (OS image, seed and data partitions); "+
+			"attach a disk of at least %d MiB; disk left untouched", target, size, need, (need+mib-1)/mib)
 	}
 	if err := r.writeImage(ctx, target, filepath.Join(root, payload.OSImagePath), osEntry); err != nil {
 		return err

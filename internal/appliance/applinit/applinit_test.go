@@ -1,0 +1,90 @@
+//go:build linux
+
+package applinit
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/opencsp/installer/internal/appliance/iso"
+	"github.com/opencsp/installer/internal/appliance/payload"
+)
+
+func TestMediumLabelIsTheISOLabel(t *testing.T) {
+	if MediumLabel != iso.Label {
+		t.Fatalf("applinit looks for %q, the ISO is labelled %q", MediumLabel, iso.Label)
+	}
+}
+
+func TestChooseTarget(t *testing.T) {
+	stick := func(n string) Disk { return Disk{Name: n, Label: MediumLabel} }
+	for _, tc := range []struct {
+		name   string
+		disks  []Disk
+		medium string
+		wipe   bool
+		want   string   // device chosen, "" for a refusal
+		errHas []string // refusal must say these
+	}{
+		{"only empty disk, medium is a CD", []Disk{{Name: "sda", Empty: true}, {Name: "sr0"}}, "sr0", false, "/dev/sda", nil},
+		{"hybrid ISO as a disk is never the target", []Disk{stick("sda"), {Name: "sdb", Empty: true}}, "sda", false, "/dev/sdb", nil},
+		{"hybrid ISO as a disk not chosen even with wipe", []Disk{stick("sda")}, "sda", true, "", []string{"no target disk", "attach an empty disk"}},
+		{"a second appliance stick is not a target", []Disk{stick("sda"), stick("sdb"), {Name: "vda"}}, "sda", true, "/dev/vda", nil},
+		{"used disk without wipe refused with the fix", []Disk{{Name: "sda"}, {Name: "sr0"}}, "sr0", false, "",
+			[]string{"/dev/sda", "not empty", "appliance.wipe: true", "--wipe", "left untouched"}},
+		{"used disk with wipe", []Disk{{Name: "sda"}}, "sr0", true, "/dev/sda", nil},
+		{"empty wins over used", []Disk{{Name: "sda"}, {Name: "sdb", Empty: true}}, "sr0", true, "/dev/sdb", nil},
+		{"two used disks with wipe refused", []Disk{{Name: "sda"}, {Name: "sdb"}}, "sr0", true, "", []string{"/dev/sda, /dev/sdb"}},
+		{"two empty disks refused", []Disk{{Name: "sda", Empty: true}, {Name: "vda", Empty: true}}, "sr0", false, "",
+			[]string{"2 empty disks", "/dev/sda, /dev/vda"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, _, err := chooseTarget(tc.disks, tc.medium, tc.wipe)
+			if got != tc.want {
+				t.Fatalf("target %q, want %q (err %v)", got, tc.want, err)
+			}
+			if (err != nil) != (tc.want == "") {
+				t.Fatalf("err = %v", err)
+			}
+			for _, s := range tc.errHas {
+				if !strings.Contains(err.Error(), s) {
+					t.Errorf("refusal %q lacks %q", err, s)
+				}
+			}
+		})
+	}
+}
+
+func TestVerifyPayloadNamesTheFile(t *testing.T) {
+	root := t.TempDir()
+	files := map[string]string{}
+	for _, n := range []string{"payload/a", "payload/k3s/k3s"} {
+		p := filepath.Join(root, filepath.FromSlash(n))
+		_ = os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte("content of "+n), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		files[n] = p
+	}
+	m, err := payload.Build(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := verifyPayload(root, m); err != nil {
+		t.Fatalf("intact payload: %v", err)
+	}
+	// Same size, one byte flipped: only the checksum can tell.
+	if err := os.WriteFile(files["payload/k3s/k3s"], []byte("content of payload/k3s/k3S"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = verifyPayload(root, m)
+	if err == nil || !strings.Contains(err.Error(), "payload file payload/k3s/k3s: checksum mismatch") {
+		t.Fatalf("err = %v", err)
+	}
+	os.Remove(files["payload/a"])
+	if err := verifyPayload(root, m); err == nil || !strings.Contains(err.Error(), "payload file payload/a:") {
+		t.Fatalf("missing file: err = %v", err)
+	}
+}
