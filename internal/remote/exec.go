@@ -34,6 +34,8 @@ type ExitError struct {
 	Code   int    // exit status; -1 when killed by a signal
 	Signal string // set when killed by a signal
 	Stderr string // the last lines of stderr
+	// Local: the command ran on this machine (Local), not over SSH.
+	Local bool
 }
 
 func (e *ExitError) Error() string {
@@ -41,10 +43,14 @@ func (e *ExitError) Error() string {
 	if e.Signal != "" {
 		how = "was killed by signal " + e.Signal
 	}
-	if e.Stderr == "" {
-		return fmt.Sprintf("remote command %q %s", e.Cmd, how)
+	what := "remote command"
+	if e.Local {
+		what = "command"
 	}
-	return fmt.Sprintf("remote command %q %s: %s", e.Cmd, how, e.Stderr)
+	if e.Stderr == "" {
+		return fmt.Sprintf("%s %q %s", what, e.Cmd, how)
+	}
+	return fmt.Sprintf("%s %q %s: %s", what, e.Cmd, how, e.Stderr)
 }
 
 // SudoError means sudo refused to run without a password.
