@@ -273,7 +273,7 @@ type nodeState struct {
 	active    bool
 }
 
-func probe(ctx context.Context, c *remote.Client) (nodeState, error) {
+func probe(ctx context.Context, c remote.Executor) (nodeState, error) {
 	const script = `echo "version=$(` + remoteBinary + ` --version 2>/dev/null | head -n1)"
 echo "config=$(sha256sum ` + remoteConfig + ` 2>/dev/null | cut -d' ' -f1)"
 if [ -f /etc/systemd/system/k3s.service ]; then echo unit=yes; fi
@@ -305,7 +305,7 @@ echo "active=$(systemctl is-active k3s 2>/dev/null)"`
 // install fetches the release (verified against its checksums before
 // anything reaches the VM), uploads what differs, writes the config and runs
 // the install script in skip-download mode, which (re)starts k3s.
-func (s *Stage) install(ctx context.Context, env *stages.Env, c *remote.Client, t target, st nodeState, configSame bool) error {
+func (s *Stage) install(ctx context.Context, env *stages.Env, c remote.Executor, t target, st nodeState, configSame bool) error {
 	k := env.Config.K3s
 	mirror := artifacts.Mirror{Release: k.Artifacts.Mirror}
 	if k.Artifacts.AirgapDir != "" {
@@ -359,7 +359,7 @@ func (s *Stage) install(ctx context.Context, env *stages.Env, c *remote.Client, 
 	return nil
 }
 
-func (s *Stage) writeConfig(ctx context.Context, env *stages.Env, c *remote.Client, t target) error {
+func (s *Stage) writeConfig(ctx context.Context, env *stages.Env, c remote.Executor, t target) error {
 	done := env.Step("config", "write "+remoteConfig+" ("+t.digest[:19]+")")
 	err := c.WriteFile(ctx, remoteConfig, t.config, 0o600)
 	done(err)
@@ -372,7 +372,7 @@ func (s *Stage) writeConfig(ctx context.Context, env *stages.Env, c *remote.Clie
 // waitReady waits for k3s.yaml, the API's /readyz (reached at the VM's
 // address, as everything after this stage will) and the node's Ready
 // condition. It returns the kubeconfig pointing at the VM address.
-func (s *Stage) waitReady(ctx context.Context, env *stages.Env, c *remote.Client, t target) ([]byte, error) {
+func (s *Stage) waitReady(ctx context.Context, env *stages.Env, c remote.Executor, t target) ([]byte, error) {
 	server := "https://" + net.JoinHostPort(t.addr, apiPort)
 	done := env.Step("ready", "wait for the API at "+server+" and node "+t.node+" Ready")
 	ctx2, cancel := context.WithTimeout(ctx, s.opts.ReadyTimeout)
@@ -399,7 +399,7 @@ func (s *Stage) waitReady(ctx context.Context, env *stages.Env, c *remote.Client
 	}
 }
 
-func (s *Stage) checkReady(ctx context.Context, c *remote.Client, t target, server string) ([]byte, error) {
+func (s *Stage) checkReady(ctx context.Context, c remote.Executor, t target, server string) ([]byte, error) {
 	raw, err := c.ReadFile(ctx, remoteKubeconfig)
 	if err != nil {
 		return nil, err
@@ -427,7 +427,7 @@ func (s *Stage) checkReady(ctx context.Context, c *remote.Client, t target, serv
 }
 
 // journal returns the end of k3s's journal for error messages.
-func journal(ctx context.Context, c *remote.Client) string {
+func journal(ctx context.Context, c remote.Executor) string {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	b, err := c.Output(ctx, "journalctl -u k3s -n 15 --no-pager 2>&1")
