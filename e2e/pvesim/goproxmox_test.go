@@ -82,6 +82,13 @@ func TestGoProxmoxClient(t *testing.T) {
 	if err := task.Wait(ctx, 10*time.Millisecond, 5*time.Second); err != nil || !task.IsSuccessful || task.ExitStatus != "OK" {
 		t.Fatalf("create task: %+v %v", task, err)
 	}
+	// A blank disk boots no OS (and no guest agent): write one, as an
+	// image import would have.
+	s.mu.Lock()
+	if vol, aerr := s.findVolume("pve1", "shared-nfs:100/vm-100-disk-0.raw"); aerr == nil {
+		vol.blank = false
+	}
+	s.mu.Unlock()
 	vm, err := node.VirtualMachine(ctx, id)
 	if err != nil {
 		t.Fatalf("VirtualMachine: %v", err)

@@ -266,6 +266,7 @@ func (s *Server) createDisks(tc *taskCtx, nodeName string, vmid int, conf map[st
 				return fail(aerr)
 			}
 			created = append(created, v)
+			v.blank = src == ""
 			if src != "" {
 				tc.log("create full clone of drive %s (%s)", k, src)
 				if in.cfg.typ == "lvmthin" {
@@ -1286,6 +1287,7 @@ func (s *Server) vmEvent(v *vm) VMEvent {
 		conf[k] = val
 	}
 	ev := VMEvent{VMID: v.vmid, Node: v.node, Name: v.name(), Config: conf, CIType: ciFormat(conf)}
+	ev.Boot, ev.ISO, _ = s.bootDevice(v)
 	for _, id := range netIndexes(conf) {
 		if n := parseNet(conf["net"+id]); n != nil {
 			ev.MACs = append(ev.MACs, n["macaddr"])
@@ -1372,6 +1374,8 @@ func (s *Server) doStart(tc *taskCtx, nodeName string, vmid int, skiplock bool) 
 	v.startedAt = time.Now()
 	v.agentUpAt = v.startedAt.Add(s.opts.AgentDelay)
 	v.pid, _ = s.newPID()
+	v.bootGen++
+	s.afterBoot(v)
 	s.mu.Unlock()
 	return nil
 }
@@ -1421,8 +1425,13 @@ func (s *Server) doStop(tc *taskCtx, nodeName string, vmid int, skiplock bool) e
 		return err
 	}
 	s.mu.Lock()
+	if !v.running { // the guest powered off meanwhile
+		s.mu.Unlock()
+		return nil
+	}
 	v.running = false
 	v.pid = 0
+	v.stopGuest()
 	ev := s.vmEvent(v)
 	s.applyPending(v, false)
 	s.mu.Unlock()
@@ -1675,6 +1684,9 @@ func handleVMClone(s *Server, rc *reqCtx) (any, error) {
 					nv.parent = base
 				}
 			}
+			if nv != nil {
+				nv.blank = sv.blank
+			}
 			s.mu.Unlock()
 			if aerr != nil {
 				return cleanup(fmt.Errorf("clone failed: %s", strings.TrimSpace(aerr.msg)))
@@ -1717,7 +1729,7 @@ func (s *Server) agentCheck(rc *reqCtx) (*vm, *apiError) {
 	if !v.running {
 		return nil, errf("VM %d is not running", v.vmid)
 	}
-	if v.agentDown || time.Now().Before(v.agentUpAt) {
+	if v.agentDown || v.noOS || time.Now().Before(v.agentUpAt) {
 		return nil, errf("QEMU guest agent is not running")
 	}
 	return v, nil

@@ -77,6 +77,22 @@ type Options struct {
 	OnStart func(VMEvent) error
 	OnStop  func(VMEvent)
 
+	// OnApplianceBoot acts as the appliance when a started VM boots an
+	// ISO (after OnStart). It runs in its own goroutine; ctx ends when the
+	// VM is stopped or the server closes. nil: the appliance wrote
+	// ev.Disk; an error: it failed and left the disk blank (applinit prints
+	// FAILED). Either way the guest then powers off (see ApplianceReboots);
+	// blocking until ctx ends is a hung installer. Without the hook a
+	// stand-in waits ApplianceDuration (default 50ms), writes the only
+	// blank disk (fails without one) and powers off.
+	OnApplianceBoot   func(ctx context.Context, ev ApplianceBoot) error
+	ApplianceDuration time.Duration
+	// ApplianceReboots makes a successful appliance reboot instead of
+	// powering off (appliance.after: reboot): with "reboot: 0" in the VM
+	// config qemu exits as on a power-off, otherwise the VM boots the next
+	// device of its boot order — the ISO again, if it is still first.
+	ApplianceReboots bool
+
 	// Log receives the JSON-lines request log (also kept in memory).
 	Log io.Writer
 
@@ -109,6 +125,11 @@ type VMEvent struct {
 	MetaData      string
 	NetworkConfig string
 	CIType        string // nocloud or configdrive2
+	// Boot is the config key of the device the firmware boots (the first
+	// of the boot order with media); ISO is its volid when it is an ISO
+	// CD-ROM (an appliance boot).
+	Boot string
+	ISO  string
 }
 
 // Server is an emulated Proxmox VE API served over HTTPS on loopback.
@@ -274,6 +295,9 @@ func applyDefaults(o *Options) {
 	}
 	if o.TaskDuration == 0 {
 		o.TaskDuration = 20 * time.Millisecond
+	}
+	if o.ApplianceDuration == 0 {
+		o.ApplianceDuration = 50 * time.Millisecond
 	}
 	if o.LockTimeout == 0 {
 		o.LockTimeout = 10 * time.Second

@@ -1,6 +1,7 @@
 package pvesim
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"sort"
@@ -59,6 +60,10 @@ type volume struct {
 	file    string // backing file on disk (uploads/downloads)
 	base    bool
 	parent  string // base volume name of a linked clone
+	// blank: allocated empty and never written (no OS to boot);
+	// installedFrom: the ISO an appliance run wrote it from.
+	blank         bool
+	installedFrom string
 }
 
 func (v *volume) volid() string { return v.inst.cfg.id + ":" + v.name }
@@ -91,6 +96,13 @@ type vm struct {
 	ciApplied  map[string]string
 	agentDown  bool
 	agentUpAt  time.Time
+	// The guest: noOS while an installer ISO or a blank disk was booted;
+	// bootGen counts boots and stops so a late appliance run is ignored;
+	// console holds the appliance's serial console lines.
+	noOS        bool
+	bootGen     int
+	guestCancel context.CancelFunc
+	console     []string
 }
 
 func (v *vm) name() string {

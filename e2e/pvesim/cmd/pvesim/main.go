@@ -89,6 +89,8 @@ func run(args []string, stdout io.Writer, stop <-chan os.Signal) error {
 	taskDur := fs.Duration("task-duration", 200*time.Millisecond, "duration of a task's work")
 	lockTimeout := fs.Duration("lock-timeout", 10*time.Second, "config lock timeout")
 	agentDelay := fs.Duration("agent-delay", 0, "time from VM start until the guest agent answers")
+	applianceDuration := fs.Duration("appliance-duration", 0, "how long the appliance stand-in runs when a VM boots an ISO (default 50ms)")
+	applianceReboots := fs.Bool("appliance-reboots", false, "the appliance stand-in reboots instead of powering off (appliance.after: reboot)")
 	latency := fs.Duration("latency", 0, "delay added to every request")
 	seed := fs.Int64("seed", 0, "seed for MACs, UUIDs, PIDs and fault probabilities")
 	logFile := fs.String("log", "", "request log file (JSON lines; - for stdout)")
@@ -109,7 +111,7 @@ func run(args []string, stdout io.Writer, stop <-chan os.Signal) error {
 		PVEVersion: *version, CPUs: *cpus, Bridges: splitComma(*bridges),
 		DNSServers: splitComma(*dns), DNSSearch: *search, SharedStorage: *shared,
 		TokenID: *tokenID, TokenSecret: *tokenSecret, TaskDuration: *taskDur, LockTimeout: *lockTimeout,
-		AgentDelay: *agentDelay, Latency: *latency, Seed: *seed, DataDir: *dataDir,
+		AgentDelay: *agentDelay, ApplianceDuration: *applianceDuration, ApplianceReboots: *applianceReboots, Latency: *latency, Seed: *seed, DataDir: *dataDir,
 		AllowExternalDownloads: *external,
 	}
 	var err error
