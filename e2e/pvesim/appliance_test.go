@@ -71,6 +71,11 @@ func TestApplianceBoot(t *testing.T) {
 			if ok != tc.installed || ok && from != "local:iso/opencsp.iso" {
 				t.Errorf("disk %s installed=%v from %q, want %v", vol, ok, from, tc.installed)
 			}
+			// PVE's "used" (lvs data / du) tells a written disk from a blank one.
+			used := c.ok("GET", "/nodes/pve/storage/local-lvm/content/"+vol, nil).dataMap()["used"].(float64)
+			if (used > 0) != tc.installed {
+				t.Errorf("volume %s used=%v with installed=%v", vol, used, tc.installed)
+			}
 			if con := s.Console(100); !slices.Contains(con, tc.console) && !containsPrefix(con, tc.console) {
 				t.Errorf("console %q lacks %q", con, tc.console)
 			}

@@ -138,7 +138,7 @@ func (s *Server) volumeEntry(v *volume) map[string]any {
 		e["vmid"] = v.vmid
 	}
 	if v.content == "images" || v.content == "rootdir" {
-		e["used"] = v.size
+		e["used"] = v.allocated()
 	}
 	if v.parent != "" {
 		e["parent"] = v.parent
@@ -247,7 +247,7 @@ func handleVolumeInfo(s *Server, rc *reqCtx) (any, error) {
 		return nil, aerr
 	}
 	return map[string]any{
-		"path": s.volPath(v.inst, v.name), "size": v.size, "used": v.size, "format": v.format,
+		"path": s.volPath(v.inst, v.name), "size": v.size, "used": v.allocated(), "format": v.format,
 	}, nil
 }
 

@@ -68,6 +68,16 @@ type volume struct {
 
 func (v *volume) volid() string { return v.inst.cfg.id + ":" + v.name }
 
+// allocated is the "used" PVE reports: what the storage allocated for the
+// volume (lvs data, du of the file). A blank thin or sparse volume has
+// nothing allocated; written ones are accounted at their full size.
+func (v *volume) allocated() int64 {
+	if v.blank {
+		return 0
+	}
+	return v.size
+}
+
 func (i *storeInst) used() int64 {
 	u := i.baseUsed
 	for _, v := range i.vols {
