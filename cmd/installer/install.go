@@ -51,6 +51,10 @@ is skipped, so rerunning the same command resumes where the last run stopped.`,
 			if err := checkProvider(a, cfg); err != nil {
 				return err
 			}
+			// Preflight lists the ops repo unless one stage is run alone
+			// (then the run never reaches the repo; the flux stage reports
+			// its own errors).
+			pipe.Preflight.OpsRepo = opts.Only == ""
 			return runInstall(cmd, a, cfg, opts, pipe)
 		},
 	}

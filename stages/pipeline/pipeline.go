@@ -24,11 +24,15 @@ func Install(provider infra.Provider) []stages.Stage {
 type InstallOptions struct {
 	// Flux are the flux stage's options (--force-sync-path).
 	Flux flux.Options
+	// Preflight are the preflight stage's options (the ops repo check).
+	Preflight preflight.Options
 }
 
 // InstallWith is Install with stage options.
 func InstallWith(provider infra.Provider, o InstallOptions) []stages.Stage {
-	return append(Infrastructure(provider),
+	list := Infrastructure(provider)
+	list[0] = preflight.NewWith(provider, o.Preflight)
+	return append(list,
 		k3s.New(k3s.Options{}),
 		flux.New(o.Flux),
 		rollout.New(0),

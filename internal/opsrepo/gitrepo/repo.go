@@ -259,12 +259,19 @@ func (r *Repo) Push(ctx context.Context) error {
 }
 
 // wrap classifies go-git and server errors.
-func (r *Repo) wrap(op string, err error) error {
-	where := fmt.Sprintf("%s %s", op, SafeURL(r.url))
+func (r *Repo) wrap(op string, err error) error { return wrapErr(op, r.url, err) }
+
+// wrapErr classifies go-git and server errors of op on url.
+func wrapErr(op, url string, err error) error {
+	where := fmt.Sprintf("%s %s", op, SafeURL(url))
 	msg := err.Error()
 	switch {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("%s: %w", where, err)
+	case errors.Is(err, transport.ErrRepositoryNotFound):
+		return fmt.Errorf("%s: %w (check opsRepo.url: the repository must exist on the server; opencsp does not create it)", where, ErrNotFound)
+	case unreachable(err):
+		return fmt.Errorf("%s: %w (check opsRepo.url's host and port, and that the git server is up): %v", where, ErrUnreachable, err)
 	case errors.Is(err, transport.ErrAuthenticationRequired), errors.Is(err, transport.ErrAuthorizationFailed):
 		return fmt.Errorf("%s: %w (check opsRepo.auth: user name and token or key): %v", where, ErrAuth, err)
 	case strings.Contains(msg, "unable to authenticate"), strings.Contains(msg, "no supported methods remain"):
