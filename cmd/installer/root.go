@@ -46,7 +46,7 @@ Runs are resumable: rerun the same command after a failure or Ctrl-C.`,
 	pf.CountVarP(&a.verbose, "verbose", "v", "more detail on the terminal (repeat for debug)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErrorf("%v", err) })
 
-	root.AddCommand(newInstallCmd(a), newPlanCmd(a), newConfigCmd(a), newVersionCmd(a), newOpsCmd(a), newImageCmd(a), newApplianceInitCmd(a))
+	root.AddCommand(newInstallCmd(a), newPlanCmd(a), newConfigCmd(a), newVersionCmd(a), newOpsCmd(a), newImageCmd(a), newApplianceInitCmd(a), newNodeCmd(a))
 	return root
 }
 

@@ -56,6 +56,12 @@ type Options struct {
 	// ReadyTimeout bounds the wait for the API server and the Ready node
 	// after an install or restart (default 5m).
 	ReadyTimeout time.Duration
+	// Local installs K3s on this machine through this executor (usually
+	// remote.NewLocal) instead of on the provisioned VM over SSH: the
+	// management node bootstrapping itself on first boot (`opencsp node
+	// bootstrap`). The node name and tls-san come from the config, the
+	// kubeconfig points at https://127.0.0.1:6443.
+	Local remote.Executor
 }
 
 // Stage installs K3s.
@@ -96,23 +102,33 @@ type inputs struct {
 	KeyFile            string     `json:"key_file"`
 	HostKeyFingerprint string     `json:"host_key_fingerprint"`
 	Port               int        `json:"port"`
+	Local              bool       `json:"local,omitempty"`
 }
 
 // Inputs implements stages.Stage: the K3s settings and how to log in.
-func (*Stage) Inputs(cfg *config.Config) any {
-	s := cfg.ManagementVM.SSH
-	return inputs{K3s: cfg.K3s, User: s.User, KeyFile: s.PrivateKeyFile, HostKeyFingerprint: s.HostKeyFingerprint, Port: s.Port}
+func (s *Stage) Inputs(cfg *config.Config) any {
+	ssh := cfg.ManagementVM.SSH
+	return inputs{K3s: cfg.K3s, User: ssh.User, KeyFile: ssh.PrivateKeyFile, HostKeyFingerprint: ssh.HostKeyFingerprint,
+		Port: ssh.Port, Local: s.opts.Local != nil}
 }
+
+// localServer is where this machine's own API server answers in local mode.
+const localServer = "127.0.0.1"
 
 // target is what this run works on, derived from config and provision's outputs.
 type target struct {
-	addr   string // VM address, no prefix length
+	addr   string // VM address, no prefix length; in local mode the configured static address or ""
+	where  string // for messages: the address, or "this machine"
+	server string // API server URL the kubeconfig gets
 	node   string
 	config []byte
 	digest string
 }
 
 func (s *Stage) target(env *stages.Env) (target, error) {
+	if s.opts.Local != nil {
+		return s.localTarget(env)
+	}
 	var prov provision.Outputs
 	if err := env.StageOutputs(provision.Name, &prov); err != nil {
 		return target{}, fmt.Errorf("management VM address: %w", err)
@@ -128,13 +144,40 @@ func (s *Stage) target(env *stages.Env) (target, error) {
 	if node == "" {
 		node = env.Config.Tag() + "-mgmt"
 	}
-	k := env.Config.K3s
-	nc := nodeConfig{NodeName: node, TLSSANs: append([]string{addr}, k.TLSSANs...), Disable: k.Disable, ExtraArgs: k.ExtraArgs}
+	return newTarget(env.Config, addr, addr, "https://"+net.JoinHostPort(addr, apiPort), node)
+}
+
+// localTarget is this machine: named like the VM the install would have
+// provisioned, with the configured static address (if any) as the first
+// tls-san, so config.yaml is the same as a remote install would write.
+func (s *Stage) localTarget(env *stages.Env) (target, error) {
+	cfg := env.Config
+	addr := ""
+	if a := cfg.ManagementVM.Network.Address; a != "" && !cfg.ManagementVM.Network.DHCP {
+		var err error
+		if addr, err = hostAddress(a); err != nil {
+			return target{}, fmt.Errorf("managementVM.network.address: %w", err)
+		}
+	}
+	node := strings.ToLower(cfg.ManagementVM.Name)
+	if node == "" {
+		node = cfg.Tag() + "-mgmt"
+	}
+	return newTarget(cfg, addr, "this machine", "https://"+net.JoinHostPort(localServer, apiPort), node)
+}
+
+func newTarget(cfg *config.Config, addr, where, server, node string) (target, error) {
+	k := cfg.K3s
+	var sans []string
+	if addr != "" {
+		sans = append(sans, addr)
+	}
+	nc := nodeConfig{NodeName: node, TLSSANs: append(sans, k.TLSSANs...), Disable: k.Disable, ExtraArgs: k.ExtraArgs}
 	body, err := nc.render()
 	if err != nil {
 		return target{}, err
 	}
-	return target{addr: addr, node: node, config: body, digest: digest(body)}, nil
+	return target{addr: addr, where: where, server: server, node: node, config: body, digest: digest(body)}, nil
 }
 
 // hostAddress accepts "10.0.0.5" or "10.0.0.5/24" (and DNS names).
@@ -163,7 +206,7 @@ func (s *Stage) Plan(ctx context.Context, env *stages.Env) ([]stages.Change, err
 	if err := env.Outputs(&out); err != nil {
 		return nil, err
 	}
-	target := "k3s on " + t.addr
+	target := "k3s on " + t.where
 	switch {
 	case out.Version == "" || out.Address != t.addr:
 		return []stages.Change{{Action: "install", Target: target, Detail: want + ", node " + t.node}}, nil
@@ -185,7 +228,7 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) error {
 	if err := env.Outputs(&out); err != nil {
 		return err
 	}
-	c, err := s.connect(ctx, env, t.addr, &out)
+	c, err := s.connect(ctx, env, t, &out)
 	if err != nil {
 		return err
 	}
@@ -199,7 +242,7 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) error {
 	configSame := "sha256:"+st.configSHA == t.digest
 	switch {
 	case st.version == want && configSame && st.active:
-		env.Info(fmt.Sprintf("k3s %s is installed on %s with this configuration: nothing to change", want, t.addr))
+		env.Info(fmt.Sprintf("k3s %s is installed on %s with this configuration: nothing to change", want, t.where))
 	case st.version == want && st.unit:
 		// Same binary: only the configuration (or a stopped service) needs fixing.
 		if !configSame {
@@ -211,7 +254,7 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) error {
 		err := c.Run(ctx, "systemctl enable k3s >/dev/null 2>&1; systemctl restart k3s")
 		done(err)
 		if err != nil {
-			return fmt.Errorf("restart k3s on %s: %w%s", t.addr, err, journal(ctx, c))
+			return fmt.Errorf("restart k3s on %s: %w%s", t.where, err, journal(ctx, c))
 		}
 	default:
 		if err := s.install(ctx, env, c, t, st, configSame); err != nil {
@@ -230,14 +273,21 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) error {
 		}
 	}
 	out.Version, out.NodeName, out.ConfigDigest = want, t.node, t.digest
-	out.Kubeconfig, out.Server = kcPath, "https://"+net.JoinHostPort(t.addr, apiPort)
+	out.Kubeconfig, out.Server = kcPath, t.server
+	if s.opts.Local != nil {
+		out.Address = t.addr
+	}
 	return env.SetOutputs(out)
 }
 
 // connect logs in with the host key pinned: the key recorded for this
 // address, else the configured fingerprint, else the first key seen, which
 // is recorded in the outputs (saved at once) before anything else happens.
-func (s *Stage) connect(ctx context.Context, env *stages.Env, addr string, out *Outputs) (*remote.Client, error) {
+func (s *Stage) connect(ctx context.Context, env *stages.Env, t target, out *Outputs) (remote.Executor, error) {
+	if s.opts.Local != nil {
+		return s.opts.Local, nil
+	}
+	addr := t.addr
 	sshCfg := env.Config.ManagementVM.SSH
 	keyFile := sshCfg.PrivateKeyFile
 	if keyFile != "" {
@@ -280,7 +330,7 @@ if [ -f /etc/systemd/system/k3s.service ]; then echo unit=yes; fi
 echo "active=$(systemctl is-active k3s 2>/dev/null)"`
 	b, err := c.Output(ctx, script)
 	if err != nil {
-		return nodeState{}, fmt.Errorf("inspect k3s on the VM: %w", err)
+		return nodeState{}, fmt.Errorf("inspect k3s on the node: %w", err)
 	}
 	var st nodeState
 	for _, line := range strings.Split(string(b), "\n") {
@@ -338,11 +388,11 @@ func (s *Stage) install(ctx context.Context, env *stages.Env, c remote.Executor,
 		} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
-		done := env.Step("upload", fmt.Sprintf("upload %s (%d bytes) to %s:%s", path.Base(u.f.URL), u.f.Size, t.addr, u.dst))
+		done := env.Step("upload", fmt.Sprintf("upload %s (%d bytes) to %s:%s", path.Base(u.f.URL), u.f.Size, t.where, u.dst))
 		err := c.UploadFile(ctx, u.f.Path, u.dst, u.mode, remote.ProgressEvents(env.Events, events.Event{Step: "upload"}))
 		done(err)
 		if err != nil {
-			return fmt.Errorf("upload to %s: %w", t.addr, err)
+			return fmt.Errorf("upload to %s: %w", t.where, err)
 		}
 	}
 	if !configSame {
@@ -354,7 +404,7 @@ func (s *Stage) install(ctx context.Context, env *stages.Env, c remote.Executor,
 	err = c.Run(ctx, "INSTALL_K3S_SKIP_DOWNLOAD=true INSTALL_K3S_EXEC=server sh "+remoteScript)
 	done(err)
 	if err != nil {
-		return fmt.Errorf("install k3s on %s: %w%s", t.addr, err, journal(ctx, c))
+		return fmt.Errorf("install k3s on %s: %w%s", t.where, err, journal(ctx, c))
 	}
 	return nil
 }
@@ -364,16 +414,16 @@ func (s *Stage) writeConfig(ctx context.Context, env *stages.Env, c remote.Execu
 	err := c.WriteFile(ctx, remoteConfig, t.config, 0o600)
 	done(err)
 	if err != nil {
-		return fmt.Errorf("write k3s config on %s: %w", t.addr, err)
+		return fmt.Errorf("write k3s config on %s: %w", t.where, err)
 	}
 	return nil
 }
 
 // waitReady waits for k3s.yaml, the API's /readyz (reached at the VM's
-// address, as everything after this stage will) and the node's Ready
-// condition. It returns the kubeconfig pointing at the VM address.
+// address, as everything after this stage will; at 127.0.0.1 in local mode)
+// and the node's Ready condition. It returns the kubeconfig pointing there.
 func (s *Stage) waitReady(ctx context.Context, env *stages.Env, c remote.Executor, t target) ([]byte, error) {
-	server := "https://" + net.JoinHostPort(t.addr, apiPort)
+	server := t.server
 	done := env.Step("ready", "wait for the API at "+server+" and node "+t.node+" Ready")
 	ctx2, cancel := context.WithTimeout(ctx, s.opts.ReadyTimeout)
 	defer cancel()
@@ -391,7 +441,7 @@ func (s *Stage) waitReady(ctx context.Context, env *stages.Env, c remote.Executo
 				done(ctx.Err())
 				return nil, ctx.Err()
 			}
-			err := fmt.Errorf("k3s on %s not ready after %s: %w%s", t.addr, s.opts.ReadyTimeout, last, journal(ctx, c))
+			err := fmt.Errorf("k3s on %s not ready after %s: %w%s", t.where, s.opts.ReadyTimeout, last, journal(ctx, c))
 			done(err)
 			return nil, err
 		case <-time.After(time.Second):
@@ -434,7 +484,7 @@ func journal(ctx context.Context, c remote.Executor) string {
 	if err != nil || len(bytes.TrimSpace(b)) == 0 {
 		return ""
 	}
-	return "\nlast lines of `journalctl -u k3s` on the VM:\n" + strings.TrimSpace(string(b))
+	return "\nlast lines of `journalctl -u k3s` on the node:\n" + strings.TrimSpace(string(b))
 }
 
 // Verify implements stages.Stage: the kubeconfig is there and the API
