@@ -10,6 +10,8 @@ import (
 	"github.com/opencsp/installer/internal/appliance"
 	"github.com/opencsp/installer/internal/appliance/applinit"
 	"github.com/opencsp/installer/internal/appliance/iso"
+	"github.com/opencsp/installer/internal/appliance/seed"
+	"github.com/opencsp/installer/internal/config"
 	"github.com/opencsp/installer/manifests"
 )
 
@@ -33,21 +35,23 @@ artifacts, Flux + Core manifests, the install config), then powers off.`,
 				}
 				o.InitBinary = exe
 			}
-			if _, err := os.Stat(a.configPath); err == nil {
-				o.Config = a.configPath
-			} else if cmd.Flags().Changed("config") {
-				return usageErrorf("config: %v", err)
+			if _, err := os.Stat(a.configPath); err != nil {
+				// The seed (user, SSH key, host name, network) comes from the
+				// config: without it the installed node could not be reached.
+				return usageErrorf("config %s: not readable (%v); the appliance's NoCloud seed is rendered from the install config: "+
+					"create one with opencsp config init --profile appliance, or pass -c FILE", a.configPath, errors.Unwrap(err))
+			}
+			cfg, err := loadConfig(a)
+			if err != nil {
+				return err
+			}
+			if err := fromConfig(&o, cfg, cmd.Flags().Changed); err != nil {
+				return err
 			}
 			if !noManifests {
 				o.Manifests = manifests.FS()
 			}
-			if o.Settings.UserData == "" {
-				o.Settings.UserData = "#cloud-config\n"
-			}
-			if o.Settings.MetaData == "" {
-				o.Settings.MetaData = "instance-id: opencsp-appliance\n"
-			}
-			err := appliance.Build(cmd.Context(), o)
+			err = appliance.Build(cmd.Context(), o)
 			var ie *appliance.InputError
 			if errors.As(err, &ie) {
 				return usageErrorf("%v", err)
@@ -69,6 +73,7 @@ artifacts, Flux + Core manifests, the install config), then powers off.`,
 	f.Int64Var(&o.TargetDiskSize, "target-disk-size", 0, "declared target disk size in bytes; the build fails if the payload does not fit")
 	f.BoolVar(&o.Settings.Wipe, "wipe", false, "let the appliance overwrite a disk that already has data")
 	f.StringVar(&o.Settings.After, "after", "poweroff", "what the appliance does when done: poweroff or reboot")
+	f.StringVar(&o.Settings.TargetDisk, "target-disk", "auto", "disk the appliance installs to: auto (the only empty disk) or a /dev path")
 	f.BoolVar(&o.EFI, "uefi", true, "add the GRUB EFI boot image (needs grub-efi-amd64-bin, dosfstools, mtools)")
 	f.BoolVar(&noManifests, "no-manifests", false, "leave the embedded Flux + Core manifests out")
 	f.StringVar(&o.Boot.IsolinuxBin, "isolinux-bin", o.Boot.IsolinuxBin, "isolinux.bin (package isolinux)")
@@ -76,6 +81,35 @@ artifacts, Flux + Core manifests, the install config), then powers off.`,
 	f.StringVar(&o.Boot.IsohdpfxBin, "isohdpfx-bin", o.Boot.IsohdpfxBin, "isohdpfx.bin MBR code (package isolinux)")
 	img.AddCommand(isoCmd)
 	return img
+}
+
+// fromConfig fills what the command line left unset from the install config
+// (appliance section, managementVM, k3s artifacts) and renders the seed.
+func fromConfig(o *appliance.Options, cfg *config.Config, changed func(flag string) bool) error {
+	ap := cfg.Appliance
+	set := func(flag string, dst *string, v string) {
+		if !changed(flag) && v != "" {
+			*dst = v
+		}
+	}
+	set("output", &o.Out, cfg.ApplianceISO())
+	set("os-image", &o.OSImage, cfg.ResolvePath(ap.OSImage))
+	set("k3s-dir", &o.K3sDir, cfg.ResolvePath(cfg.K3s.Artifacts.AirgapDir))
+	set("after", &o.Settings.After, ap.After)
+	set("target-disk", &o.Settings.TargetDisk, ap.TargetDisk)
+	if !changed("wipe") {
+		o.Settings.Wipe = ap.Wipe
+	}
+	if !changed("target-disk-size") {
+		o.TargetDiskSize = int64(cfg.ManagementVM.DiskGiB) << 30
+	}
+	o.Config = cfg.Source
+	s, err := seed.Render(cfg)
+	if err != nil {
+		return usageErrorf("%s: seed: %v", cfg.Source, err)
+	}
+	o.Settings.UserData, o.Settings.MetaData, o.Settings.NetworkConfig = s.UserData, s.MetaData, s.NetworkConfig
+	return nil
 }
 
 // newApplianceInitCmd is what /init runs in the appliance initramfs (the

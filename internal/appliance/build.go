@@ -118,7 +118,9 @@ func Build(ctx context.Context, o Options) error {
 	}
 	defer os.RemoveAll(work)
 
-	files := map[string]string{payload.OSImagePath: o.OSImage}
+	// The init binary also goes to the data partition: the installed system
+	// runs it on first boot (opencsp node bootstrap, see package seed).
+	files := map[string]string{payload.OSImagePath: o.OSImage, payload.BinaryPath: o.InitBinary}
 	if o.Config != "" {
 		files[path.Join(payload.Dir, "opencsp.yaml")] = o.Config
 	}

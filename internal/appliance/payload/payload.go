@@ -20,6 +20,9 @@ const (
 	ManifestPath = "payload/manifest.json"
 	SettingsPath = "payload/appliance.json"
 	OSImagePath  = "payload/os.img"
+	// BinaryPath is the opencsp binary the installed system runs on first
+	// boot (opencsp node bootstrap) from the data partition.
+	BinaryPath = "payload/bin/opencsp"
 )
 
 // File is one payload file.
@@ -36,12 +39,13 @@ type Manifest struct {
 
 // Settings tell the appliance init what to do.
 type Settings struct {
-	Wipe          bool   `json:"wipe"`          // allow overwriting a disk with partitions
-	After         string `json:"after"`         // "poweroff" or "reboot"
-	SeedMiB       int64  `json:"seedMiB"`       // CIDATA partition size
-	UserData      string `json:"userData"`      // NoCloud user-data
-	MetaData      string `json:"metaData"`      // NoCloud meta-data
-	NetworkConfig string `json:"networkConfig"` // NoCloud network-config (may be empty)
+	Wipe          bool   `json:"wipe"`                 // allow overwriting a disk with partitions
+	TargetDisk    string `json:"targetDisk,omitempty"` // "" or "auto": the only empty disk; else a /dev path
+	After         string `json:"after"`                // "poweroff" or "reboot"
+	SeedMiB       int64  `json:"seedMiB"`              // CIDATA partition size
+	UserData      string `json:"userData"`             // NoCloud user-data
+	MetaData      string `json:"metaData"`             // NoCloud meta-data
+	NetworkConfig string `json:"networkConfig"`        // NoCloud network-config (may be empty)
 }
 
 // Hash returns size and hex sha256 of a file.
