@@ -180,12 +180,19 @@ func runNodeBootstrap(cmd *cobra.Command, a *app, cfg *config.Config, o nodeOpti
 		"stateDir", a.stateDir, "cluster", cfg.Cluster.Name, "k3s", cfg.K3s.Version, "only", o.only)
 
 	outcome := &stageOutcomes{}
+	// The runner logs every event through log, so stderr already carries
+	// the progress (the journal or serial console under cloud-init); stdout
+	// gets the JSON events with --output json, else just the summary.
+	var sink events.Sink = outcome
+	if a.output == "json" {
+		sink = events.Tee(newSink(a), outcome)
+	}
 	runner := &stages.Runner{
 		Stages:           nodeStages(remote.NewLocal(log, secrets), flux.Options{ForceSyncPath: o.forceSyncPath}),
 		Store:            store,
 		Config:           cfg,
 		Log:              log,
-		Events:           events.Tee(newSink(a), outcome),
+		Events:           sink,
 		Secrets:          secrets,
 		InstallerVersion: v.Version,
 		ResumeHint:       func(string) string { return nodeResumeCommand(a, o) },
