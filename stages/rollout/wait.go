@@ -205,7 +205,10 @@ func layerFailed(u *unstructured.Unstructured, nudged string) (string, bool) {
 	case "Progressing", "DependencyNotReady", "ProgressingWithRetry", "":
 		return "", false
 	}
-	if kube.ConditionStatus(u, "Reconciling") == "True" {
+	// Reconciling=True is an attempt under way, except ProgressingWithRetry: the controller
+	// finished a failed attempt and only waits to retry, which is how kustomize-controller
+	// reports a failed apply (waiting on it hung the stage until the layer timeout).
+	if r, ok := kube.FindCondition(u, "Reconciling"); ok && r.Status == "True" && r.Reason != "ProgressingWithRetry" {
 		return "", false
 	}
 	return cond.Reason + ": " + cond.Message, true
