@@ -116,6 +116,55 @@ type VM struct {
 	Running bool
 }
 
+// ISO is a local ISO file the provider puts on ISO storage.
+type ISO struct {
+	LocalPath         string
+	FileName          string // name on the storage, ending .iso
+	Size              int64
+	Checksum          string // hex digest, checked by the hypervisor on upload
+	ChecksumAlgorithm string // e.g. sha256
+}
+
+// InstallPhase is where a VM installed from the appliance ISO stands; each
+// phase is read from the cloud, so an interrupted install resumes.
+type InstallPhase int
+
+const (
+	// InstallPending: created to boot the ISO, not (successfully) started yet.
+	InstallPending InstallPhase = iota
+	// InstallRunning: booted from the ISO; the appliance is working.
+	InstallRunning
+	// InstallPoweredOff: the appliance ran and powered off; the VM still
+	// boots the ISO.
+	InstallPoweredOff
+	// InstallDone: the VM boots from its disk.
+	InstallDone
+)
+
+func (p InstallPhase) String() string {
+	return [...]string{"pending", "running the appliance", "powered off after the appliance", "boots from disk"}[p]
+}
+
+// ApplianceInstaller is what provision method appliance needs from a
+// provider besides Provider: the VM is installed by booting the appliance
+// ISO on an empty disk instead of cloning a template.
+type ApplianceInstaller interface {
+	// EnsureISO uploads the ISO to storage on node unless the same volume
+	// with the same size is there; it returns the volume id.
+	EnsureISO(ctx context.Context, node, storage string, iso ISO, tasks Tasks, sink events.Sink) (string, error)
+	// EnsureApplianceVM creates (unless found by name and tag) a VM with an
+	// empty disk of spec.DiskGiB and the ISO first in its boot order; a
+	// found VM that has not booted yet gets the ISO set. Not started.
+	EnsureApplianceVM(ctx context.Context, spec VMSpec, isoVolume string, tasks Tasks, sink events.Sink) (VM, error)
+	// InstallPhase reads where the VM's install stands.
+	InstallPhase(ctx context.Context, vm VM) (InstallPhase, error)
+	// WaitPowerOff waits until the appliance powers the VM off (ctx bounds it).
+	WaitPowerOff(ctx context.Context, vm VM) error
+	// BootFromDisk checks that the appliance wrote the disk, then detaches
+	// the ISO and makes the disk the boot device (the VM must be stopped).
+	BootFromDisk(ctx context.Context, vm VM, tasks Tasks) error
+}
+
 // Tasks lets a provider record long-running task ids in the install state
 // before waiting on them, so an interrupted run re-attaches instead of
 // starting the work again. stages.Env implements it.

@@ -100,7 +100,8 @@ func (p *Provider) ensureImage(ctx context.Context, spec infra.TemplateSpec, vol
 	img := spec.Image
 	if img.LocalPath != "" {
 		sink.Emit(events.Event{Step: "upload", Status: events.Started, Message: fmt.Sprintf("upload %s to %s on %s", img.FileName, spec.Import, spec.Node)})
-		err := p.runTask(ctx, tasks, kind, func() (string, error) { return p.upload(ctx, spec.Node, spec.Import, img, sink) })
+		f := uploadFile{Content: "import", LocalPath: img.LocalPath, FileName: img.FileName, Checksum: img.Checksum, ChecksumAlgorithm: img.ChecksumAlgorithm}
+		err := p.runTask(ctx, tasks, kind, func() (string, error) { return p.upload(ctx, spec.Node, spec.Import, f, sink) })
 		if err != nil {
 			return fmt.Errorf("upload %s to %s on %s: %w", img.FileName, spec.Import, spec.Node, err)
 		}
@@ -194,9 +195,18 @@ func (p *Provider) waitUnlocked(ctx context.Context, node string, vmid int) erro
 	}
 }
 
-// upload streams a local file to import storage as multipart/form-data:
-// never held in memory, progress reported in bytes.
-func (p *Provider) upload(ctx context.Context, node, storage string, img infra.Image, sink events.Sink) (string, error) {
+// uploadFile is a local file for the storage upload call.
+type uploadFile struct {
+	Content           string // import, iso
+	LocalPath         string
+	FileName          string
+	Checksum          string
+	ChecksumAlgorithm string
+}
+
+// upload streams a local file to storage as multipart/form-data: never
+// held in memory, progress reported in bytes. It returns the task's UPID.
+func (p *Provider) upload(ctx context.Context, node, storage string, img uploadFile, sink events.Sink) (string, error) {
 	f, err := os.Open(img.LocalPath)
 	if err != nil {
 		return "", err
@@ -208,7 +218,7 @@ func (p *Provider) upload(ctx context.Context, node, storage string, img infra.I
 	}
 	var head bytes.Buffer
 	mw := multipart.NewWriter(&head)
-	fields := map[string]string{"content": "import"}
+	fields := map[string]string{"content": img.Content}
 	if img.Checksum != "" {
 		fields["checksum"] = img.Checksum
 		fields["checksum-algorithm"] = img.ChecksumAlgorithm
