@@ -74,9 +74,21 @@ type inputs struct {
 	Nodes        []string       `json:"nodes"`
 	UploadImages bool           `json:"upload_images"`
 	Tag          string         `json:"tag"`
+	// Appliance: provision method appliance needs no templates (set only
+	// then, so cloud-image fingerprints stay as they were).
+	Appliance bool `json:"appliance,omitempty"`
+}
+
+// skipped reports whether the stage has nothing to do: the management VM
+// is installed from the appliance ISO, not cloned from a template.
+func skipped(cfg *config.Config) bool {
+	return cfg.ManagementVM.Provision.Method == config.ProvisionAppliance
 }
 
 func (*Stage) Inputs(cfg *config.Config) any {
+	if skipped(cfg) {
+		return inputs{Tag: cfg.Tag(), Appliance: true}
+	}
 	in := inputs{Tag: cfg.Tag()}
 	if px := cfg.Infrastructure.Proxmox; px != nil {
 		in.Storage, in.Network, in.Nodes, in.UploadImages = px.Storage, px.Network, px.Nodes, px.UploadImages
@@ -170,6 +182,9 @@ func targets(cfg *config.Config, nodes []infra.Node) (names []string, shared boo
 }
 
 func (s *Stage) Plan(ctx context.Context, env *stages.Env) ([]stages.Change, error) {
+	if skipped(env.Config) {
+		return nil, nil
+	}
 	var out []stages.Change
 	nodes, err := s.provider.Nodes(ctx)
 	if err != nil {
@@ -201,6 +216,10 @@ func (s *Stage) Plan(ctx context.Context, env *stages.Env) ([]stages.Change, err
 
 func (s *Stage) Run(ctx context.Context, env *stages.Env) error {
 	cfg := env.Config
+	if skipped(cfg) {
+		env.Info("managementVM.provision.method is appliance: no templates needed")
+		return env.SetOutputs(Outputs{})
+	}
 	px := cfg.Infrastructure.Proxmox
 	nodes, err := s.provider.Nodes(ctx)
 	if err != nil {
@@ -299,6 +318,9 @@ func (s *Stage) Verify(ctx context.Context, env *stages.Env) error {
 	var out Outputs
 	if err := env.Outputs(&out); err != nil {
 		return err
+	}
+	if skipped(env.Config) {
+		return nil // nothing was made, nothing can be gone
 	}
 	if len(out.Templates) == 0 {
 		return fmt.Errorf("no templates recorded")

@@ -30,7 +30,18 @@ type Stage struct {
 	// AgentTimeout bounds the wait for the guest agent; zero: 2 minutes
 	// with a static address, 10 minutes with DHCP.
 	AgentTimeoutStatic, AgentTimeoutDHCP time.Duration
+	// InstallTimeout bounds the wait for the appliance to power the VM off
+	// (method appliance); zero: 30 minutes.
+	InstallTimeout time.Duration
 }
+
+// SetAgentTimeouts sets the guest agent waits (tests shorten them).
+func (s *Stage) SetAgentTimeouts(static, dhcp time.Duration) {
+	s.AgentTimeoutStatic, s.AgentTimeoutDHCP = static, dhcp
+}
+
+// SetInstallTimeout sets the wait for the appliance (tests shorten it).
+func (s *Stage) SetInstallTimeout(d time.Duration) { s.InstallTimeout = d }
 
 // New returns the provision stage working through provider.
 func New(p infra.Provider) *Stage { return &Stage{provider: p} }
@@ -43,6 +54,8 @@ type Outputs struct {
 	Address string `json:"address"`
 	// AddressConfirmed is true when the guest agent reported the address.
 	AddressConfirmed bool `json:"address_confirmed"`
+	// Method is how the VM was made: "" (cloud image) or "appliance".
+	Method string `json:"method,omitempty"`
 }
 
 func (*Stage) Name() string { return Name }
@@ -53,6 +66,9 @@ type inputs struct {
 	Network config.Network      `json:"network"`
 	Nodes   []string            `json:"nodes"`
 	Tag     string              `json:"tag"`
+	// The appliance ISO and its storage, for method appliance only.
+	ISO        string `json:"iso,omitempty"`
+	ISOStorage string `json:"iso_storage,omitempty"`
 }
 
 func (*Stage) Inputs(cfg *config.Config) any {
@@ -60,6 +76,9 @@ func (*Stage) Inputs(cfg *config.Config) any {
 	in.VM.SSH.PrivateKeyFile, in.VM.SSH.HostKeyFingerprint, in.VM.SSH.Port = "", "", 0 // not used here
 	if px := cfg.Infrastructure.Proxmox; px != nil {
 		in.Storage, in.Network, in.Nodes = px.Storage.Disks, px.Network, px.Nodes
+		if appliance(cfg) {
+			in.ISO, in.ISOStorage = cfg.ApplianceISO(), px.Storage.ISO
+		}
 	}
 	return in
 }
@@ -73,6 +92,10 @@ func (s *Stage) Plan(ctx context.Context, env *stages.Env) ([]stages.Change, err
 	if ok {
 		return []stages.Change{{Action: "converge", Target: "vm " + m.Name, Detail: fmt.Sprintf("exists as %d on %s", vm.ID, vm.Node)}}, nil
 	}
+	if appliance(env.Config) {
+		return []stages.Change{{Action: "create", Target: "vm " + m.Name,
+			Detail: fmt.Sprintf("boot the appliance ISO %s on an empty %d GiB disk, %d cores, %d MiB", env.Config.ApplianceISO(), m.DiskGiB, m.Cores, m.MemoryMiB)}}, nil
+	}
 	return []stages.Change{{Action: "create", Target: "vm " + m.Name,
 		Detail: fmt.Sprintf("clone of %s, %d cores, %d MiB, %d GiB", m.Image, m.Cores, m.MemoryMiB, m.DiskGiB)}}, nil
 }
@@ -80,38 +103,20 @@ func (s *Stage) Plan(ctx context.Context, env *stages.Env) ([]stages.Change, err
 func (s *Stage) Run(ctx context.Context, env *stages.Env) error {
 	cfg := env.Config
 	m := cfg.ManagementVM
-	px := cfg.Infrastructure.Proxmox
-	var imgs images.Outputs
-	if err := env.StageOutputs(images.Name, &imgs); err != nil {
-		return err
-	}
 	spec, err := vmSpec(cfg)
 	if err != nil {
 		return err
 	}
-
-	// An existing VM stays where it is; a new one is placed.
-	node := ""
-	if vm, ok, err := s.provider.FindVM(ctx, m.Name, cfg.Tag()); err != nil {
+	if appliance(cfg) {
+		return s.runAppliance(ctx, env, spec)
+	}
+	var imgs images.Outputs
+	if err := env.StageOutputs(images.Name, &imgs); err != nil {
 		return err
-	} else if ok {
-		node = vm.Node
-	} else {
-		nodes, err := s.provider.Nodes(ctx)
-		if err != nil {
-			return fmt.Errorf("list nodes: %w", err)
-		}
-		req := infra.PlacementRequest{Allowed: px.Nodes, Pinned: m.Node, Cores: m.Cores, MemoryMiB: m.MemoryMiB,
-			Storage: px.Storage.Disks, Bridge: px.Network.Bridge}
-		if req.Pinned == "" && len(px.Nodes) == 1 {
-			req.Pinned = px.Nodes[0]
-		}
-		n, err := infra.Place(nodes, req)
-		if err != nil {
-			return err
-		}
-		node = n.Name
-		env.Info(fmt.Sprintf("placing %s on %s (%d MiB memory free)", m.Name, node, n.MemFree()>>20))
+	}
+	_, node, err := s.locate(ctx, env)
+	if err != nil {
+		return err
 	}
 	t, ok := imgs.For(m.Image, node)
 	if !ok {
@@ -129,8 +134,40 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) error {
 	if err := env.SetOutputs(out); err != nil { // known even if the start fails
 		return err
 	}
-	done = env.Step("start", fmt.Sprintf("start VM %d", vm.ID))
-	err = s.provider.StartVM(ctx, vm, env)
+	return s.startAndAddress(ctx, env, vm, spec, out)
+}
+
+// locate finds the VM by identity (an existing VM stays where it is) or
+// places a new one; vm.ID is 0 when there is none yet.
+func (s *Stage) locate(ctx context.Context, env *stages.Env) (infra.VM, string, error) {
+	m := env.Config.ManagementVM
+	px := env.Config.Infrastructure.Proxmox
+	if vm, ok, err := s.provider.FindVM(ctx, m.Name, env.Config.Tag()); err != nil {
+		return infra.VM{}, "", err
+	} else if ok {
+		return vm, vm.Node, nil
+	}
+	nodes, err := s.provider.Nodes(ctx)
+	if err != nil {
+		return infra.VM{}, "", fmt.Errorf("list nodes: %w", err)
+	}
+	req := infra.PlacementRequest{Allowed: px.Nodes, Pinned: m.Node, Cores: m.Cores, MemoryMiB: m.MemoryMiB,
+		Storage: px.Storage.Disks, Bridge: px.Network.Bridge}
+	if req.Pinned == "" && len(px.Nodes) == 1 {
+		req.Pinned = px.Nodes[0]
+	}
+	n, err := infra.Place(nodes, req)
+	if err != nil {
+		return infra.VM{}, "", err
+	}
+	env.Info(fmt.Sprintf("placing %s on %s (%d MiB memory free)", m.Name, n.Name, n.MemFree()>>20))
+	return infra.VM{}, n.Name, nil
+}
+
+// startAndAddress starts the VM (unless it runs) and records its address.
+func (s *Stage) startAndAddress(ctx context.Context, env *stages.Env, vm infra.VM, spec infra.VMSpec, out Outputs) error {
+	done := env.Step("start", fmt.Sprintf("start VM %d", vm.ID))
+	err := s.provider.StartVM(ctx, vm, env)
 	done(err)
 	if err != nil {
 		return err
