@@ -1,0 +1,246 @@
+package k3s_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencsp/installer/e2e/k3sstandin"
+	"github.com/opencsp/installer/e2e/standin"
+	"github.com/opencsp/installer/e2e/standin/seed"
+)
+
+// Where the appliance puts things on the installed system (see
+// internal/appliance: the data partition mounted at /var/lib/opencsp/data,
+// the opencsp binary in its bin/, state on the node's own disk).
+const (
+	nodeData     = "/var/lib/opencsp/data"
+	nodeBinary   = nodeData + "/bin/opencsp"
+	nodeState    = "/var/lib/opencsp/state"
+	nodeLog      = "/var/log/opencsp-node.log"
+	nodeReady    = nodeData + "/.ready"
+	nodeGitToken = "git-token-never-logged-5d1c"
+)
+
+const nodeConfig = `apiVersion: opencsp.io/v1alpha1
+kind: InstallConfig
+profile: appliance
+cluster:
+  name: lab
+  domain: lab.example.net
+infrastructure:
+  provider: proxmox
+  proxmox:
+    endpoint: https://pve1.example.net:8006
+    tokenID: opencsp@pve!installer
+    tokenSecret: file:./pve-token
+    nodes: [pve1]
+managementVM:
+  name: mgmt
+  network:
+    dhcp: false
+    address: ADDRESS
+    gateway: GATEWAY
+  ssh:
+    user: opencsp
+    privateKeyFile: id_ed25519
+k3s:
+  version: ` + k3sVersion + `
+  tlsSANs: [k3s.lab.example.net]
+opsRepo:
+  url: https://git.example.invalid/ops.git
+  auth:
+    token: file:./git-token
+`
+
+// TestNodeBootstrapOnStandin runs `opencsp node bootstrap` the way the
+// appliance's first boot does: from cloud-init's runcmd inside a VM stand-in,
+// as root, with the data directory holding the binary, the install config
+// and the K3s stand-in release. Only the k3s half runs here (--only k3s): the
+// Flux half needs a git server and Flux controllers next to the stand-in, and
+// is covered against the real kube-apiserver by cmd/installer's
+// TestNodeBootstrapFlux.
+func TestNodeBootstrapOnStandin(t *testing.T) {
+	requireStandin(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	begin := time.Now()
+
+	rel, err := k3sstandin.Build(ctx, k3sstandin.BuildOptions{Version: k3sVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	work := t.TempDir()
+	bin := filepath.Join(work, "opencsp")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/installer")
+	build.Dir = "../.."
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build opencsp: %v\n%s", err, out)
+	}
+	t.Logf("stand-in release and opencsp built in %s", time.Since(begin).Round(100*time.Millisecond))
+
+	host, err := standin.NewHost(ctx, standin.HostConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close(context.Background())
+	n := host.Network()
+	addr := n.Address(30)
+	mac := net.HardwareAddr{0xbc, 0x24, 0x11, 0x6b, 0x33, 0x02}
+
+	// The data directory, as the appliance leaves it on the data partition.
+	key := newLoginKey(t, work, "id_ed25519")
+	cfg := strings.NewReplacer("ADDRESS", addr.String(), "GATEWAY", n.Gateway().String()).Replace(nodeConfig)
+	files := map[string]string{
+		"opencsp.yaml": "", "id_ed25519": key.file, "bin/opencsp": bin,
+		"k3s/" + k3sstandin.BinaryName: rel.Path(k3sstandin.BinaryName), "k3s/" + k3sstandin.ImagesName: rel.Path(k3sstandin.ImagesName),
+		"k3s/" + k3sstandin.ChecksumsName: rel.Path(k3sstandin.ChecksumsName), "k3s/" + k3sstandin.ScriptName: rel.Path(k3sstandin.ScriptName),
+	}
+	for name, content := range map[string]string{"opencsp.yaml": cfg, "git-token": nodeGitToken + "\n", "pve-token": "pve-token-unused\n"} {
+		p := filepath.Join(work, "src-"+name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		files[name] = p
+	}
+
+	// cloud-init's runcmd waits for the data (copied in once the container
+	// exists), then runs the bootstrap as the appliance seed does.
+	script := fmt.Sprintf("i=0; while [ ! -e %s ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i+1)); done; "+
+		"%s node bootstrap --data %s --only k3s >%s 2>&1", nodeReady, nodeBinary, nodeData, nodeLog)
+	no := false
+	sf, err := seed.Render(seed.VMConfig{
+		VMID: 130, Name: "mgmt", CIUser: "opencsp", SSHKeys: seed.EncodeSSHKeys(key.authz), CIUpgrade: &no,
+		Nets:       map[int]string{0: "virtio=" + strings.ToUpper(mac.String()) + ",bridge=vmbr0"},
+		IPConfigs:  map[int]string{0: fmt.Sprintf("ip=%s,gw=%s", addr, n.Gateway())},
+		Nameserver: n.Gateway().String(), Searchdomain: "standin.test",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sf.UserData = []byte("#cloud-config\nruncmd:\n  - [sh, -c, " + strconvQuote(script) + "]\n")
+	inst, err := host.Start(ctx, standin.InstanceSpec{Name: "mgmt", Address: addr, Gateway: n.Gateway(), MAC: mac, Seed: sf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := inst.RootDir()
+	for name, src := range files {
+		mode := os.FileMode(0o600)
+		if name == "bin/opencsp" {
+			mode = 0o755
+		}
+		copyFile(t, src, filepath.Join(root, nodeData, name), mode)
+	}
+	if err := os.WriteFile(filepath.Join(root, nodeReady), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bootStart := time.Now()
+	err = inst.WaitReady(ctx)
+	logText, _ := os.ReadFile(filepath.Join(root, nodeLog))
+	if err != nil {
+		t.Fatalf("first boot: %v\n%s:\n%s", err, nodeLog, logText)
+	}
+	t.Logf("first boot with node bootstrap done in %s; %s:\n%s", time.Since(bootStart).Round(100*time.Millisecond), nodeLog, logText)
+	if !strings.Contains(string(logText), "Node bootstrap complete") {
+		t.Errorf("%s does not report completion", nodeLog)
+	}
+
+	// K3s runs from the data directory's release, the kubeconfig is 0600.
+	if v := exec1(t, ctx, inst, "/usr/local/bin/k3s", "--version"); !strings.Contains(v, k3sVersion) || !strings.Contains(v, k3sstandin.Marker) {
+		t.Errorf("k3s --version = %q", v)
+	}
+	if s := exec1(t, ctx, inst, "systemctl", "is-active", "k3s"); s != "active" {
+		t.Errorf("k3s is %s", s)
+	}
+	kubeconfig := nodeState + "/kubeconfig"
+	if mode := exec1(t, ctx, inst, "stat", "-c", "%a %U", kubeconfig); mode != "600 root" {
+		t.Errorf("%s: mode and owner %q, want 600 root", kubeconfig, mode)
+	}
+	cfgYAML := exec1(t, ctx, inst, "cat", "/etc/rancher/k3s/config.yaml")
+	for _, want := range []string{"node-name: mgmt", "- " + addr.Addr().String(), "- k3s.lab.example.net"} {
+		if !strings.Contains(cfgYAML, want) {
+			t.Errorf("config.yaml lacks %q:\n%s", want, cfgYAML)
+		}
+	}
+	// The API answers through the written kubeconfig (its server is the
+	// node's 127.0.0.1; from here the same API is at the VM's address, which
+	// the serving certificate covers as the configured static address).
+	client, server := kubeClient(t, filepath.Join(root, kubeconfig))
+	if server != "https://127.0.0.1:6443" {
+		t.Errorf("kubeconfig server %s, want https://127.0.0.1:6443", server)
+	}
+	api := "https://" + net.JoinHostPort(addr.Addr().String(), "6443")
+	if nodes := listNames(t, ctx, client, api+"/api/v1/nodes"); !slices.Equal(nodes, []string{"mgmt"}) {
+		t.Errorf("nodes %v, want [mgmt]", nodes)
+	}
+	for _, p := range []string{nodeLog, nodeState + "/node.log"} {
+		if b, err := os.ReadFile(filepath.Join(root, p)); err != nil || strings.Contains(string(b), nodeGitToken) {
+			t.Errorf("%s: %v, or it holds the git token", p, err)
+		}
+	}
+
+	// A second run changes nothing and says so: same k3s process, files untouched.
+	before := serviceState(t, ctx, inst)
+	start := time.Now()
+	out, err := inst.Exec(ctx, nodeBinary, "node", "bootstrap", "--data", nodeData, "--only", "k3s")
+	if err != nil {
+		t.Fatalf("second run: %v\n%s", err, out)
+	}
+	t.Logf("second run in %s:\n%s", time.Since(start).Round(10*time.Millisecond), out)
+	if !strings.Contains(string(out), "nothing to change") {
+		t.Errorf("second run does not say it changed nothing")
+	}
+	if after := serviceState(t, ctx, inst); after != before {
+		t.Errorf("second run touched the node:\nbefore %s\nafter  %s", before, after)
+	}
+
+	// A data directory without the K3s release: exit 2 naming the file, nothing touched.
+	if _, err := inst.Exec(ctx, "mv", nodeData+"/k3s/"+k3sstandin.ImagesName, "/root/"); err != nil {
+		t.Fatal(err)
+	}
+	out, err = inst.Exec(ctx, nodeBinary, "node", "bootstrap", "--data", nodeData)
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), nodeData+"/k3s/"+k3sstandin.ImagesName) {
+		t.Errorf("missing images: err %v, output %s; want exit 2 naming the file", err, out)
+	}
+	if after := serviceState(t, ctx, inst); after != before {
+		t.Errorf("refused run touched the node")
+	}
+	t.Logf("total %s", time.Since(begin).Round(100*time.Millisecond))
+}
+
+func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// strconvQuote quotes s as a YAML double-quoted scalar.
+func strconvQuote(s string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+}
