@@ -2,6 +2,7 @@ package appliance
 
 import (
 	"context"
+	"debug/elf"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/opencsp/installer/internal/appliance/initramfs"
 	"github.com/opencsp/installer/internal/appliance/iso"
@@ -66,16 +68,28 @@ func regular(field, p string) error {
 
 // Validate checks every input before anything is written.
 func (o Options) Validate() error {
+	if o.Kernel == "" {
+		return inputErr("kernel", errors.New("not set: pass --kernel (vmlinuz) and --modules-dir, or set appliance.kernel in the install config (a linux-image .deb)"))
+	}
+	if o.OSImage == "" {
+		return inputErr("osImage", errors.New("not set: pass --os-image, or set appliance.osImage in the install config (a raw GPT image)"))
+	}
 	for _, c := range [][2]string{{"kernel", o.Kernel}, {"initBinary", o.InitBinary}, {"osImage", o.OSImage},
 		{"boot.isolinuxBin", o.Boot.IsolinuxBin}, {"boot.ldlinuxC32", o.Boot.LdlinuxC32}, {"boot.isohdpfxBin", o.Boot.IsohdpfxBin}} {
 		if err := regular(c[0], c[1]); err != nil {
 			return err
 		}
 	}
+	if err := checkStatic(o.InitBinary); err != nil {
+		return inputErr("initBinary", err)
+	}
 	if o.Config != "" {
 		if err := regular("config", o.Config); err != nil {
 			return err
 		}
+	}
+	if o.ModulesDir == "" {
+		return inputErr("modulesDir", errors.New("not set: pass --modules-dir, lib/modules/<version> of the same kernel"))
 	}
 	if fi, err := os.Stat(o.ModulesDir); err != nil || !fi.IsDir() {
 		return inputErr("modulesDir", fmt.Errorf("%q is not a directory", o.ModulesDir))
@@ -87,6 +101,9 @@ func (o Options) Validate() error {
 	}
 	if o.Settings.After != "" && o.Settings.After != "poweroff" && o.Settings.After != "reboot" {
 		return inputErr("after", fmt.Errorf("must be poweroff or reboot, got %q", o.Settings.After))
+	}
+	if d := o.Settings.TargetDisk; d != "" && d != "auto" && (!strings.HasPrefix(d, "/dev/") || path.Clean(d) != d) {
+		return inputErr("targetDisk", fmt.Errorf("%q must be auto or an absolute device path such as /dev/sda", d))
 	}
 	if o.Out == "" {
 		return inputErr("output", errors.New("not set"))
@@ -134,15 +151,14 @@ func Build(ctx context.Context, o Options) error {
 			return err
 		}
 	}
+	// Sizes from stat, before hashing: a payload that cannot fit is
+	// refused without reading gigabytes first.
+	if err := checkFits(files, o.OSImage, o.Settings.SeedMiB, o.TargetDiskSize); err != nil {
+		return err
+	}
 	m, err := payload.Build(files)
 	if err != nil {
 		return inputErr("payload", err)
-	}
-	if o.TargetDiskSize > 0 {
-		need := m.Total() + (64+64+2)*(1<<20)
-		if need > o.TargetDiskSize {
-			return inputErr("targetDiskSize", fmt.Errorf("payload needs %d bytes on the target disk, declared size is %d", need, o.TargetDiskSize))
-		}
 	}
 	idx, err := kmod.BuildIndex(o.ModulesDir)
 	if err != nil {
@@ -173,6 +189,50 @@ func Build(ctx context.Context, o Options) error {
 	}
 	slog.InfoContext(ctx, "building appliance iso", "out", o.Out, "payloadFiles", len(m.Files), "payloadBytes", m.Total(), "modules", len(mods))
 	return iso.Build(ctx, iso.Spec{Kernel: o.Kernel, Initrd: initrd, Cmdline: o.Cmdline, Files: files, Boot: o.Boot}, o.Out)
+}
+
+// checkFits refuses a payload the target disk cannot hold, with the same
+// formula the appliance applies to the real disk (payload.DiskLayout).
+func checkFits(files map[string]string, osImage string, seedMiB, diskSize int64) error {
+	if diskSize <= 0 {
+		return nil
+	}
+	var total, osBytes int64
+	for _, p := range files {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return inputErr("payload", err)
+		}
+		total += fi.Size()
+		if p == osImage {
+			osBytes = fi.Size()
+		}
+	}
+	l := payload.DiskLayout(osBytes, total, seedMiB)
+	if l.Need > diskSize {
+		return inputErr("targetDiskSize", fmt.Errorf("the payload does not fit: the appliance needs %d MiB on the target disk "+
+			"(OS image %d MiB, seed %d MiB, data %d MiB), the target disk is %d MiB; "+
+			"raise managementVM.diskGiB in the install config (or --target-disk-size), or carry a smaller OS image or fewer K3s artifacts",
+			(l.Need+payload.MiB-1)/payload.MiB, (osBytes+payload.MiB-1)/payload.MiB, l.SeedMiB, l.DataMiB, diskSize/payload.MiB))
+	}
+	return nil
+}
+
+// checkStatic refuses a dynamically linked init binary: the initramfs has
+// no dynamic loader or libc, so the kernel could not start it.
+func checkStatic(p string) error {
+	f, err := elf.Open(p)
+	if err != nil {
+		return fmt.Errorf("%s is not an ELF executable: %w", p, err)
+	}
+	defer f.Close()
+	for _, prog := range f.Progs {
+		if prog.Type == elf.PT_INTERP {
+			return fmt.Errorf("%s is dynamically linked, but it runs as /init without a libc; "+
+				"build it static: CGO_ENABLED=0 go build -o opencsp ./cmd/installer", p)
+		}
+	}
+	return nil
 }
 
 func addDir(files map[string]string, dir, prefix string) error {

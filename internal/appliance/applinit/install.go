@@ -31,13 +31,8 @@ func Install(ctx context.Context, r *Runner, target, root string, m payload.Mani
 	if !ok {
 		return fmt.Errorf("manifest has no %s", payload.OSImagePath)
 	}
-	seedMiB := s.SeedMiB
-	if seedMiB == 0 {
-		seedMiB = 64
-	}
-	dataBytes := m.Total() - osEntry.Size
-	dataMiB := dataBytes/mib + 64
-	need := roundMiB(osEntry.Size) + (seedMiB+dataMiB+2)*mib
+	l := payload.DiskLayout(osEntry.Size, m.Total(), s.SeedMiB)
+	seedMiB, dataMiB, need := l.SeedMiB, l.DataMiB, l.Need
 	size, err := deviceSize(target)
 	if err != nil {
 		return err
