@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -290,4 +291,75 @@ func b2i(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// TestAppliancePreflight: method appliance checks the ISO and its storage,
+// not the template and image storages; nothing is created.
+func TestAppliancePreflight(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		bad  func(e *env)
+		want []string
+	}{
+		{"all good, import storage unused", func(e *env) { e.cfg.Infrastructure.Proxmox.Storage.Images = "local-lvm" }, nil},
+		{"no ISO", func(e *env) { os.Remove(e.cfg.ApplianceISO()) }, []string{"appliance.iso: ", "opencsp-appliance.iso cannot be read", "opencsp image iso"}},
+		{"ISO storage without iso content", func(e *env) { e.cfg.Infrastructure.Proxmox.Storage.ISO = "local-lvm" },
+			[]string{`storage local-lvm does not allow content "iso"`}},
+		{"ISO storage full", func(e *env) { e.sim.SetStorageCapacity("pve", "local", 128<<10) },
+			[]string{"storage local on node pve has 0.0 GiB free"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newApplianceEnv(t, setup{})
+			tc.bad(e)
+			p, err := proxmox.New(e.cfg, fastOptions)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ps, err := p.Preflight(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (len(ps) == 0) != (tc.want == nil) {
+				t.Fatalf("problems %v, want %q", ps, tc.want)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(ps.Error(), w) {
+					t.Errorf("problems lack %q:\n%s", w, ps.Error())
+				}
+			}
+			if n := len(e.sim.MutatingRequests()); n != 0 {
+				t.Errorf("preflight made %d mutating calls", n)
+			}
+		})
+	}
+}
+
+// TestApplianceRebuiltISO: an ISO rebuilt before the VM first booted (here:
+// its start failed) is uploaded under its new content name and the waiting
+// VM is pointed at it; the old upload is not taken for the new file.
+func TestApplianceRebuiltISO(t *testing.T) {
+	e := newApplianceEnv(t, setup{})
+	e.sim.FailTasks("qmstart", "start failed: kvm: error", 1)
+	if err := e.runAppliance(t.Context(), 10*time.Second); err == nil || !strings.Contains(err.Error(), "kvm: error") {
+		t.Fatalf("want the start failure, got %v", err)
+	}
+	first := e.sim.Volumes("pve", "local")
+	iso := make([]byte, 256<<10) // same size, new content
+	rand.Read(iso)
+	if err := os.WriteFile(e.cfg.ApplianceISO(), iso, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.runAppliance(t.Context(), 10*time.Second); err != nil {
+		t.Fatalf("rerun: %v", err)
+	}
+	out := e.checkAppliance()
+	if n := e.uploads(); n != 2 {
+		t.Errorf("%d uploads, want 2", n)
+	}
+	info, _ := e.sim.VM(out.VMID)
+	disk, _, _ := strings.Cut(info.Config["scsi0"], ",")
+	from, _ := e.sim.DiskInstalled("pve", disk)
+	if slices.Contains(first, from) || !strings.HasPrefix(from, "local:iso/opencsp-appliance-") {
+		t.Errorf("installed from %s; the first upload was %v", from, first)
+	}
 }

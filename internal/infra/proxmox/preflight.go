@@ -2,12 +2,15 @@ package proxmox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/opencsp/installer/internal/config"
 	"github.com/opencsp/installer/internal/infra"
 )
 
@@ -36,6 +39,9 @@ func (p *Provider) Preflight(ctx context.Context) (infra.Problems, error) {
 	if p.secretErr != nil {
 		add("proxmox api", "not checked: the token secret %s cannot be read (%v)", p.px.TokenSecret, p.secretErr)
 		return ps, nil
+	}
+	if p.appliance() && p.px.Storage.ISO == "" {
+		add("storage iso", "infrastructure.proxmox.storage.iso is not set; managementVM.provision.method appliance uploads the ISO there (a storage with content iso, e.g. local)")
 	}
 	var ver struct {
 		Version string `json:"version"`
@@ -104,9 +110,24 @@ func (p *Provider) Preflight(ctx context.Context) (infra.Problems, error) {
 		}
 	}
 
+	// The ISO the VM is to boot, unless the VM exists (it may be installed
+	// and the ISO gone since).
+	isoBytes := int64(0)
+	if p.appliance() && !vmExists {
+		fi, err := os.Stat(p.cfg.ApplianceISO())
+		switch {
+		case err != nil:
+			add("appliance.iso", "%s cannot be read (%v); build it with `opencsp image iso` (same config) or set appliance.iso to the ISO's path", p.cfg.ApplianceISO(), errors.Unwrap(err))
+		case fi.IsDir():
+			add("appliance.iso", "%s is a directory; set appliance.iso to the ISO file", p.cfg.ApplianceISO())
+		default:
+			isoBytes = fi.Size()
+		}
+	}
+
 	// Storages: per node, each role's content type and space.
 	for _, n := range allowed {
-		need := p.storageNeeds(templatesOn[n.Name], vmExists)
+		need := p.storageNeeds(templatesOn[n.Name], vmExists, isoBytes)
 		for _, st := range need {
 			s, ok := findStorage(n, st.name)
 			check := "storage " + st.name
@@ -174,8 +195,11 @@ type storageNeed struct {
 
 // storageNeeds lists the storages with the space still needed, given the
 // templates on the node and whether the VM exists already.
-func (p *Provider) storageNeeds(templates int, vmExists bool) []storageNeed {
+func (p *Provider) storageNeeds(templates int, vmExists bool, isoBytes int64) []storageNeed {
 	nImages := int64(max(0, len(p.cfg.Images)-templates))
+	if p.appliance() {
+		nImages = 0 // the VM boots the ISO: no templates, no image files
+	}
 	disk := int64(p.cfg.ManagementVM.DiskGiB) << 30
 	if vmExists {
 		disk = 0
@@ -195,6 +219,13 @@ func (p *Provider) storageNeeds(templates int, vmExists bool) []storageNeed {
 		out = append(out, storageNeed{name: name, roles: []string{role}, content: []string{content}, bytes: bytes})
 	}
 	st := p.px.Storage
+	if p.appliance() {
+		add(st.Disks, "disks", "images", disk)
+		if st.ISO != "" && !vmExists {
+			add(st.ISO, "iso", "iso", isoBytes)
+		}
+		return out
+	}
 	add(st.Templates, "templates", "images", nImages*templateDiskBytes)
 	add(st.Disks, "disks", "images", disk)
 	add(st.Images, "images", "import", nImages*imageFileBytes)
@@ -202,6 +233,11 @@ func (p *Provider) storageNeeds(templates int, vmExists bool) []storageNeed {
 		add(st.ISO, "iso", "iso", 0)
 	}
 	return out
+}
+
+// appliance: the management VM is installed from the appliance ISO.
+func (p *Provider) appliance() bool {
+	return p.cfg.ManagementVM.Provision.Method == config.ProvisionAppliance
 }
 
 // describe lists the nodes with their storages and bridges, and whether
