@@ -7,12 +7,14 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/opencsp/installer/internal/appliance/payload"
 	"github.com/opencsp/installer/internal/artifacts"
 	"github.com/opencsp/installer/internal/config"
 	"github.com/opencsp/installer/internal/events"
@@ -30,6 +32,7 @@ import (
 const (
 	nodeConfigFile = "opencsp.yaml"
 	nodeK3sDir     = "k3s"
+	nodeManifest   = "manifest.json"
 	// nodeStateDir keeps state, kubeconfig, age key and artifact cache on
 	// the node's own disk: the data partition is FAT, without modes.
 	nodeStateDir = "/var/lib/opencsp/state"
@@ -98,7 +101,7 @@ func loadNodeInputs(a *app, configFlag bool, o nodeOptions) (*config.Config, err
 	if o.dataDir == "" {
 		return nil, usageErrorf("--data: required: the appliance data directory (the appliance mounts it at /var/lib/opencsp/data)")
 	}
-	if o.only != "" && !containsString(nodeStageNames, o.only) {
+	if o.only != "" && !slices.Contains(nodeStageNames, o.only) {
 		return nil, usageErrorf("--only: unknown stage %q; node bootstrap runs %s", o.only, strings.Join(nodeStageNames, ", "))
 	}
 	data, err := filepath.Abs(o.dataDir)
@@ -107,6 +110,9 @@ func loadNodeInputs(a *app, configFlag bool, o nodeOptions) (*config.Config, err
 	}
 	if err := isDir(data); err != nil {
 		return nil, usageErrorf("--data %s: %v; point it at the appliance data directory", o.dataDir, err)
+	}
+	if err := verifyPayload(data); err != nil {
+		return nil, err
 	}
 	if !configFlag {
 		a.configPath = filepath.Join(data, nodeConfigFile)
@@ -137,6 +143,34 @@ func loadNodeInputs(a *app, configFlag bool, o nodeOptions) (*config.Config, err
 	return cfg, nil
 }
 
+// verifyPayload checks the data directory against the appliance's
+// manifest.json (sha256 of every payload file), when there is one: a file
+// damaged on the data partition is named before anything is installed.
+func verifyPayload(data string) error {
+	mpath := filepath.Join(data, nodeManifest)
+	var m payload.Manifest
+	if err := payload.ReadJSON(mpath, &m); errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return usageErrorf("%v", err)
+	}
+	for _, f := range m.Files {
+		rel, ok := strings.CutPrefix(f.Path, payload.Dir+"/")
+		if !ok || f.Path == payload.OSImagePath {
+			continue // not on the data partition: the OS image is the disk itself
+		}
+		p := filepath.Join(data, filepath.FromSlash(rel))
+		n, sum, err := payload.Hash(p)
+		if err != nil {
+			return usageErrorf("%s: listed in %s but unreadable: %v; the data partition is incomplete, reinstall from the appliance ISO", p, mpath, err)
+		}
+		if n != f.Size || sum != f.SHA256 {
+			return usageErrorf("%s: corrupted: sha256 %s (%d bytes), %s says %s (%d bytes); reinstall from the appliance ISO", p, sum, n, mpath, f.SHA256, f.Size)
+		}
+	}
+	return nil
+}
+
 func isDir(p string) error {
 	fi, err := os.Stat(p)
 	if err != nil {
@@ -149,15 +183,6 @@ func isDir(p string) error {
 		return errors.New("not a directory")
 	}
 	return nil
-}
-
-func containsString(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func runNodeBootstrap(cmd *cobra.Command, a *app, cfg *config.Config, o nodeOptions) error {

@@ -18,6 +18,7 @@ import (
 	"github.com/opencsp/installer/e2e/fluxstandins"
 	"github.com/opencsp/installer/e2e/gitserver"
 	"github.com/opencsp/installer/e2e/kubeenv"
+	"github.com/opencsp/installer/internal/appliance/payload"
 	"github.com/opencsp/installer/internal/config"
 	"github.com/opencsp/installer/internal/remote"
 	"github.com/opencsp/installer/internal/state"
@@ -75,6 +76,7 @@ func nodeDataDir(t *testing.T, opsURL, gitToken string) string {
 	for _, f := range nodeK3sFiles {
 		files[filepath.Join("k3s", f)] = "placeholder, not a K3s release\n"
 	}
+	listed := map[string]string{}
 	for name, content := range files {
 		p := filepath.Join(dir, name)
 		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
@@ -83,6 +85,16 @@ func nodeDataDir(t *testing.T, opsURL, gitToken string) string {
 		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
+		listed[payload.Dir+"/"+filepath.ToSlash(name)] = p
+	}
+	// The appliance writes its payload manifest next to the files.
+	m, err := payload.Build(listed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(m)
+	if err := os.WriteFile(filepath.Join(dir, "manifest.json"), b, 0o600); err != nil {
+		t.Fatal(err)
 	}
 	return dir
 }
@@ -104,15 +116,24 @@ func TestNodeBootstrapBadInput(t *testing.T) {
 		{"data is a file", nil,
 			func(d string) []string { return []string{"--data", d + "/git-token"} },
 			func(d string) string { return d + "/git-token: not a directory" }},
-		{"no config", func(d string) { os.Remove(d + "/opencsp.yaml") },
+		{"no config", func(d string) { os.Remove(d + "/manifest.json"); os.Remove(d + "/opencsp.yaml") },
 			func(d string) []string { return []string{"--data", d} },
 			func(d string) string { return d + "/opencsp.yaml: cannot read config file" }},
-		{"no k3s dir", func(d string) { os.RemoveAll(d + "/k3s") },
+		{"no k3s dir", func(d string) { os.Remove(d + "/manifest.json"); os.RemoveAll(d + "/k3s") },
 			func(d string) []string { return []string{"--data", d} },
 			func(d string) string { return d + "/k3s: no such directory" }},
-		{"no airgap images", func(d string) { os.Remove(d + "/k3s/k3s-airgap-images-amd64.tar.zst") },
+		{"no airgap images", func(d string) {
+			os.Remove(d + "/manifest.json")
+			os.Remove(d + "/k3s/k3s-airgap-images-amd64.tar.zst")
+		},
 			func(d string) []string { return []string{"--data", d} },
 			func(d string) string { return d + "/k3s/k3s-airgap-images-amd64.tar.zst: missing" }},
+		{"corrupted payload file", func(d string) { os.WriteFile(d+"/k3s/install.sh", []byte("tampered\n"), 0o600) },
+			func(d string) []string { return []string{"--data", d} },
+			func(d string) string { return d + "/k3s/install.sh: corrupted" }},
+		{"payload file gone", func(d string) { os.Remove(d + "/k3s/k3s") },
+			func(d string) []string { return []string{"--data", d} },
+			func(d string) string { return d + "/k3s/k3s: listed in " + d + "/manifest.json but unreadable" }},
 		{"unknown stage", nil,
 			func(d string) []string { return []string{"--data", d, "--only", "rollout"} },
 			func(string) string { return `--only: unknown stage "rollout"` }},
