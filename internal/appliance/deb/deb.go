@@ -192,4 +192,3 @@ func writeFile(p string, r io.Reader, perm os.FileMode) error {
 	}
 	return f.Close()
 }
-
