@@ -146,8 +146,16 @@ func (c *Client) Exec(ctx context.Context, cmd Command) error {
 		}
 		return ee
 	}
+	var missing *ssh.ExitMissingError
+	if errors.As(err, &missing) {
+		// The channel closed without an exit status: the connection went away under it.
+		return fmt.Errorf("remote command %q on %s: %w (it may still be running there; rerunning resumes): %v", shown, c.cfg.Addr(), ErrConnectionLost, err)
+	}
 	return fmt.Errorf("remote command %q on %s: %w", shown, c.cfg.Addr(), err)
 }
+
+// ErrConnectionLost: the SSH connection dropped before a remote command reported how it ended.
+var ErrConnectionLost = errors.New("SSH connection lost before the command finished")
 
 func isSudoPasswordPrompt(e *ExitError) bool {
 	s := e.Stderr

@@ -180,3 +180,28 @@ func TestKeepAliveKeepsConnectionUsable(t *testing.T) {
 		t.Errorf("double Close: %v", err)
 	}
 }
+
+// TestConnectionLostMidCommand: the connection dropping under a running command (its sshd
+// session killed) is reported as ErrConnectionLost, not as the library's bare "exited without
+// exit status".
+func TestConnectionLostMidCommand(t *testing.T) {
+	sshdtest.Require(t)
+	srv := sshdtest.Start(t, sshdtest.Options{})
+	key := sshdtest.NewKey(t)
+	srv.Authorize(t, "root", key.Public())
+	c, err := Dial(context.Background(), Config{Host: srv.Host, Port: srv.Port, User: "root", KeyFile: key.Path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// The shell's parent is this connection's sshd session process.
+	err = c.Run(ctx, "kill -9 $PPID; sleep 10")
+	if !errors.Is(err, ErrConnectionLost) || !strings.Contains(err.Error(), "sleep 10") {
+		t.Fatalf("err = %v, want ErrConnectionLost naming the command", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the dropped connection was noticed only at the deadline")
+	}
+}
