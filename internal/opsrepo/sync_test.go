@@ -300,7 +300,7 @@ func TestSyncUnknownFilesAndRejectedPush(t *testing.T) {
 	}
 	f.cfg.Cluster.Domain = "new.example.net"
 	_, err := f.sync(t, url, nil)
-	if !errors.Is(err, gitrepo.ErrRejected) || !strings.Contains(err.Error(), url) {
+	if !errors.Is(err, gitrepo.ErrRejected) || !strings.Contains(err.Error(), url) || !strings.Contains(err.Error(), "main is protected") {
 		t.Errorf("protected: %v", err)
 	}
 	t.Logf("protected: %v", err)

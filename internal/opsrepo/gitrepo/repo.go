@@ -5,12 +5,14 @@
 package gitrepo
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -251,11 +253,31 @@ func (r *Repo) Commit(changed []string, message string, sig Signature) (plumbing
 // never forced: a remote that moved fails with ErrNonFastForward.
 func (r *Repo) Push(ctx context.Context) error {
 	spec := gitconfig.RefSpec(fmt.Sprintf("%s:%s", r.branchRef(), r.branchRef()))
-	err := r.r.PushContext(ctx, &git.PushOptions{RemoteName: remoteName, RefSpecs: []gitconfig.RefSpec{spec}, Auth: r.auth})
+	// With a progress writer go-git asks for the sideband, on which the server sends what its
+	// hooks print: the reason a protected branch refuses the push.
+	var remote bytes.Buffer
+	err := r.r.PushContext(ctx, &git.PushOptions{RemoteName: remoteName, RefSpecs: []gitconfig.RefSpec{spec}, Auth: r.auth, Progress: &remote})
 	if err == nil || errors.Is(err, git.NoErrAlreadyUpToDate) {
 		return nil
 	}
+	if msg := remoteMessage(remote.String()); msg != "" {
+		err = fmt.Errorf("%w; the server said: %s", err, msg)
+	}
 	return r.wrap("push "+r.branch+" to", err)
+}
+
+// progressLine is a transfer progress update ("Resolving deltas:  50% (1/2)").
+var progressLine = regexp.MustCompile(`^[A-Za-z ]+: +\d+% \(`)
+
+// remoteMessage is the server's sideband text without progress updates, on one line.
+func remoteMessage(s string) string {
+	var lines []string
+	for _, l := range strings.FieldsFunc(s, func(r rune) bool { return r == '\n' || r == '\r' }) {
+		if l = strings.TrimSpace(l); l != "" && !progressLine.MatchString(l) {
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines, " | ")
 }
 
 // wrap classifies go-git and server errors.
