@@ -2,6 +2,7 @@ package k3s_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"github.com/opencsp/installer/e2e/k3sstandin"
 	"github.com/opencsp/installer/e2e/standin"
 	"github.com/opencsp/installer/e2e/standin/seed"
+	"github.com/opencsp/installer/internal/appliance/payload"
 )
 
 // Where the appliance puts things on the installed system (see
@@ -113,6 +115,22 @@ func TestNodeBootstrapOnStandin(t *testing.T) {
 		files[name] = p
 	}
 
+	// The payload manifest the appliance leaves next to the files (ISO paths
+	// payload/<x>); node bootstrap checks every file against it.
+	listed := map[string]string{}
+	for name, src := range files {
+		listed[payload.Dir+"/"+name] = src
+	}
+	m, err := payload.Build(listed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, _ := json.Marshal(m)
+	files["manifest.json"] = filepath.Join(work, "manifest.json")
+	if err := os.WriteFile(files["manifest.json"], mb, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
 	// cloud-init's runcmd waits for the data (copied in once the container
 	// exists), then runs the bootstrap as the appliance seed does.
 	script := fmt.Sprintf("i=0; while [ ! -e %s ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i+1)); done; "+
@@ -203,13 +221,14 @@ func TestNodeBootstrapOnStandin(t *testing.T) {
 		t.Errorf("second run touched the node:\nbefore %s\nafter  %s", before, after)
 	}
 
-	// A data directory without the K3s release: exit 2 naming the file, nothing touched.
+	// A data directory whose K3s images went missing: exit 2 naming the
+	// file, nothing touched.
 	if _, err := inst.Exec(ctx, "mv", nodeData+"/k3s/"+k3sstandin.ImagesName, "/root/"); err != nil {
 		t.Fatal(err)
 	}
 	out, err = inst.Exec(ctx, nodeBinary, "node", "bootstrap", "--data", nodeData)
 	var exit *exec.ExitError
-	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), nodeData+"/k3s/"+k3sstandin.ImagesName) {
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), nodeData+"/k3s/"+k3sstandin.ImagesName+": listed in") {
 		t.Errorf("missing images: err %v, output %s; want exit 2 naming the file", err, out)
 	}
 	if after := serviceState(t, ctx, inst); after != before {
