@@ -3,6 +3,10 @@
 // machine into the artifact cache, uploaded over SFTP and installed by K3s's
 // install script in skip-download mode. It leaves a kubeconfig for the VM's
 // address in the state dir.
+//
+// The node work goes through remote.Executor, so the same code installs K3s
+// on the machine it runs on (Options.Local): the management node installed
+// from the appliance ISO bootstrapping itself (`opencsp node bootstrap`).
 package k3s
 
 import (
