@@ -175,7 +175,14 @@ func (s *Sandbox) serveFlux(ctx context.Context, vmid int, kubeconfig string) er
 	if err := os.MkdirAll(storage, 0o755); err != nil {
 		return err
 	}
-	env := append(os.Environ(), "KUBECONFIG="+kubeconfig, "RUNTIME_NAMESPACE=flux-system")
+	// A TMPDIR of its own: kustomize-controller purges every kustomization-* dir in its temp
+	// dir when it starts, which breaks the builds of any other kustomize-controller (another
+	// sandbox, e2e/kubeenv) sharing /tmp.
+	tmp := filepath.Join(s.Dir, "flux", "tmp")
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		return err
+	}
+	env := append(os.Environ(), "KUBECONFIG="+kubeconfig, "RUNTIME_NAMESPACE=flux-system", "TMPDIR="+tmp)
 	storageAddr := fmt.Sprintf("127.0.0.1:%d", ports[0])
 	procs := []struct {
 		name, bin, health string
