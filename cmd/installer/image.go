@@ -1,9 +1,12 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -11,6 +14,7 @@ import (
 	"github.com/opencsp/installer/internal/appliance/applinit"
 	"github.com/opencsp/installer/internal/appliance/iso"
 	"github.com/opencsp/installer/internal/appliance/seed"
+	"github.com/opencsp/installer/internal/artifacts"
 	"github.com/opencsp/installer/internal/config"
 	"github.com/opencsp/installer/manifests"
 )
@@ -45,7 +49,7 @@ artifacts, Flux + Core manifests, the install config), then powers off.`,
 			if err != nil {
 				return err
 			}
-			if err := fromConfig(&o, cfg, cmd.Flags().Changed); err != nil {
+			if err := fromConfig(&o, cfg, cmd.Flags().Changed, filepath.Join(a.stateDir, "cache")); err != nil {
 				return err
 			}
 			if !noManifests {
@@ -67,6 +71,7 @@ artifacts, Flux + Core manifests, the install config), then powers off.`,
 	f.StringVarP(&o.Out, "output", "o", "opencsp-appliance.iso", "ISO file to write")
 	f.StringVar(&o.Kernel, "kernel", "", "kernel image (vmlinuz from a Debian linux-image package)")
 	f.StringVar(&o.ModulesDir, "modules-dir", "", "lib/modules/<version> of the same kernel (uncompressed .ko)")
+	f.StringVar(&o.KernelDeb, "kernel-deb", "", "Debian linux-image .deb to take kernel and modules from (instead of --kernel and --modules-dir)")
 	f.StringVar(&o.OSImage, "os-image", "", "raw OS image (GPT) to write to the target disk")
 	f.StringVar(&o.K3sDir, "k3s-dir", "", "directory with K3s artifacts to carry (optional)")
 	f.StringVar(&o.InitBinary, "init-binary", "", "static opencsp binary to use as /init (default: this binary)")
@@ -85,7 +90,7 @@ artifacts, Flux + Core manifests, the install config), then powers off.`,
 
 // fromConfig fills what the command line left unset from the install config
 // (appliance section, managementVM, k3s artifacts) and renders the seed.
-func fromConfig(o *appliance.Options, cfg *config.Config, changed func(flag string) bool) error {
+func fromConfig(o *appliance.Options, cfg *config.Config, changed func(flag string) bool, cacheDir string) error {
 	ap := cfg.Appliance
 	set := func(flag string, dst *string, v string) {
 		if !changed(flag) && v != "" {
@@ -102,6 +107,27 @@ func fromConfig(o *appliance.Options, cfg *config.Config, changed func(flag stri
 	}
 	if !changed("target-disk-size") {
 		o.TargetDiskSize = int64(cfg.ManagementVM.DiskGiB) << 30
+	}
+	if k := ap.Kernel; !changed("kernel") && !changed("modules-dir") && !changed("kernel-deb") {
+		switch {
+		case k.Deb != "":
+			o.KernelDeb = cfg.ResolvePath(k.Deb)
+			if fi, err := os.Stat(o.KernelDeb); err != nil || !fi.Mode().IsRegular() {
+				return usageErrorf("%s: appliance.kernel.deb: %s is not a readable file; download a linux-image .deb "+
+					"(apt-get download linux-image-amd64), set appliance.kernel.url and sha256, or pass --kernel and --modules-dir",
+					cfg.Source, o.KernelDeb)
+			}
+		case k.URL != "":
+			// Fetched by Build once every other input has been checked.
+			o.FetchKernel = func(ctx context.Context) (string, error) {
+				c := &artifacts.Cache{Dir: cacheDir, Logger: slog.Default()}
+				f, err := c.Get(ctx, artifacts.Source{URL: k.URL, Digest: artifacts.Digest{Algo: "sha256", Hex: k.SHA256}})
+				if err != nil {
+					return "", fmt.Errorf("appliance.kernel.url %s: %w", k.URL, err)
+				}
+				return f.Path, nil
+			}
+		}
 	}
 	o.Config = cfg.Source
 	s, err := seed.Render(cfg)

@@ -13,7 +13,9 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
+	"github.com/opencsp/installer/internal/appliance/deb"
 	"github.com/opencsp/installer/internal/appliance/initramfs"
 	"github.com/opencsp/installer/internal/appliance/iso"
 	"github.com/opencsp/installer/internal/appliance/kmod"
@@ -26,8 +28,13 @@ const DefaultCmdline = "console=tty0 console=ttyS0,115200 panic=-1 quiet logleve
 
 // Options are the inputs of an appliance ISO.
 type Options struct {
-	Kernel         string           // vmlinuz (e.g. from a dpkg -x'ed linux-image .deb)
-	ModulesDir     string           // lib/modules/<version> of the same kernel
+	Kernel     string // vmlinuz (e.g. from a dpkg -x'ed linux-image .deb)
+	ModulesDir string // lib/modules/<version> of the same kernel
+	// KernelDeb is a linux-image .deb to take the kernel and modules from
+	// when Kernel is empty; FetchKernel, if set, provides it (a download)
+	// once every other input has been checked.
+	KernelDeb      string
+	FetchKernel    func(ctx context.Context) (string, error)
 	InitBinary     string           // static installer binary, becomes /init
 	OSImage        string           // raw OS image (GPT) written to the target disk
 	K3sDir         string           // optional: K3s artifacts, copied to payload/k3s
@@ -68,13 +75,23 @@ func regular(field, p string) error {
 
 // Validate checks every input before anything is written.
 func (o Options) Validate() error {
-	if o.Kernel == "" {
+	fromDeb := o.Kernel == ""
+	switch {
+	case fromDeb && o.KernelDeb == "" && o.FetchKernel == nil:
 		return inputErr("kernel", errors.New("not set: pass --kernel (vmlinuz) and --modules-dir, or set appliance.kernel in the install config (a linux-image .deb)"))
+	case fromDeb && o.KernelDeb != "":
+		if err := regular("kernelDeb", o.KernelDeb); err != nil {
+			return err
+		}
+	case !fromDeb:
+		if err := regular("kernel", o.Kernel); err != nil {
+			return err
+		}
 	}
 	if o.OSImage == "" {
 		return inputErr("osImage", errors.New("not set: pass --os-image, or set appliance.osImage in the install config (a raw GPT image)"))
 	}
-	for _, c := range [][2]string{{"kernel", o.Kernel}, {"initBinary", o.InitBinary}, {"osImage", o.OSImage},
+	for _, c := range [][2]string{{"initBinary", o.InitBinary}, {"osImage", o.OSImage},
 		{"boot.isolinuxBin", o.Boot.IsolinuxBin}, {"boot.ldlinuxC32", o.Boot.LdlinuxC32}, {"boot.isohdpfxBin", o.Boot.IsohdpfxBin}} {
 		if err := regular(c[0], c[1]); err != nil {
 			return err
@@ -88,11 +105,13 @@ func (o Options) Validate() error {
 			return err
 		}
 	}
-	if o.ModulesDir == "" {
+	if !fromDeb && o.ModulesDir == "" {
 		return inputErr("modulesDir", errors.New("not set: pass --modules-dir, lib/modules/<version> of the same kernel"))
 	}
-	if fi, err := os.Stat(o.ModulesDir); err != nil || !fi.IsDir() {
-		return inputErr("modulesDir", fmt.Errorf("%q is not a directory", o.ModulesDir))
+	if !fromDeb {
+		if fi, err := os.Stat(o.ModulesDir); err != nil || !fi.IsDir() {
+			return inputErr("modulesDir", fmt.Errorf("%q is not a directory", o.ModulesDir))
+		}
 	}
 	if o.K3sDir != "" {
 		if fi, err := os.Stat(o.K3sDir); err != nil || !fi.IsDir() {
@@ -160,6 +179,11 @@ func Build(ctx context.Context, o Options) error {
 	if err != nil {
 		return inputErr("payload", err)
 	}
+	if o.Kernel == "" {
+		if o.Kernel, o.ModulesDir, err = kernelFromDeb(ctx, o, filepath.Join(work, "kernel")); err != nil {
+			return err
+		}
+	}
 	idx, err := kmod.BuildIndex(o.ModulesDir)
 	if err != nil {
 		return inputErr("modulesDir", err)
@@ -189,6 +213,24 @@ func Build(ctx context.Context, o Options) error {
 	}
 	slog.InfoContext(ctx, "building appliance iso", "out", o.Out, "payloadFiles", len(m.Files), "payloadBytes", m.Total(), "modules", len(mods))
 	return iso.Build(ctx, iso.Spec{Kernel: o.Kernel, Initrd: initrd, Cmdline: o.Cmdline, Files: files, Boot: o.Boot}, o.Out)
+}
+
+// kernelFromDeb fetches the .deb if needed and extracts vmlinuz and the
+// modules into dir.
+func kernelFromDeb(ctx context.Context, o Options, dir string) (vmlinuz, modules string, err error) {
+	p := o.KernelDeb
+	if p == "" {
+		if p, err = o.FetchKernel(ctx); err != nil {
+			return "", "", fmt.Errorf("fetch kernel: %w", err)
+		}
+	}
+	start := time.Now()
+	k, err := deb.ExtractKernel(ctx, p, dir)
+	if err != nil {
+		return "", "", inputErr("kernelDeb", err)
+	}
+	slog.InfoContext(ctx, "kernel extracted", "deb", p, "version", k.Version, "modules", k.Modules, "took", time.Since(start).Round(time.Millisecond))
+	return k.Vmlinuz, k.ModulesDir, nil
 }
 
 // checkFits refuses a payload the target disk cannot hold, with the same
