@@ -91,6 +91,9 @@ func Start(opts Options) (*Server, error) {
 			"GIT_CONFIG_NOSYSTEM=1",
 			"HOME=" + s.dir,
 		},
+		// git's own stderr (hook output included, which clients also get) goes to the log, not
+		// to the test binary's stderr.
+		Stderr: logWriter{s},
 	}
 	s.srv = &http.Server{Handler: s.handler(backend), ReadHeaderTimeout: 30 * time.Second}
 	go func() {
@@ -139,6 +142,16 @@ func (s *Server) logf(format string, args ...any) {
 	if s.opts.Logf != nil {
 		s.opts.Logf(format, args...)
 	}
+}
+
+// logWriter passes the CGI's stderr to Options.Logf line by line.
+type logWriter struct{ s *Server }
+
+func (w logWriter) Write(b []byte) (int, error) {
+	for _, line := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+		w.s.logf("gitserver: git: %s", line)
+	}
+	return len(b), nil
 }
 
 // Close stops the server and removes a temporary Dir.
