@@ -51,6 +51,12 @@ demo-down: ## stop the demo's sandbox (also after a crash) and remove its files
 clean: ## remove build output and caches
 	rm -rf bin .cache
 
+.PHONY: bench
+# Every package with a Benchmark function (e2e/tools is its own module).
+BENCH_PKGS = $$(git ls-files '*_test.go' | xargs grep -l '^func Benchmark' | grep -v '^e2e/tools/' | xargs -n1 dirname | sort -u | sed 's|^|./|')
+bench: ## the Go benchmarks, e.g. the appliance ISO with go-diskfs vs xorriso (not part of make test)
+	$(GO) test -run '^$$' -bench . -benchmem $(BENCH_PKGS)
+
 .PHONY: tools tools-test
 tools: ## build the e2e tools (etcd, kube-apiserver, kubectl, Flux) into .cache/tools (cached; ~12 min cold)
 	cd e2e/tools && $(GO) run ./cmd/buildtools -repo $(CURDIR)
