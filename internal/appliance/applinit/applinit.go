@@ -74,6 +74,11 @@ func (r *Runner) run(ctx context.Context) (*payload.Settings, error) {
 	if err := mountBasics(); err != nil {
 		return nil, err
 	}
+	fw := "BIOS"
+	if _, err := os.Stat("/sys/firmware/efi"); err == nil {
+		fw = "UEFI"
+	}
+	r.say("booted via %s", fw)
 	if err := r.loadModules(); err != nil {
 		return nil, err
 	}
@@ -93,15 +98,17 @@ func (r *Runner) run(ctx context.Context) (*payload.Settings, error) {
 	if err := payload.ReadJSON(filepath.Join(MediumDir, payload.SettingsPath), &s); err != nil {
 		return nil, fmt.Errorf("appliance settings: %w", err)
 	}
-	if err := verifyPayload(MediumDir, m); err != nil {
-		return &s, err
-	}
-	r.say("payload verified (%d files, %d bytes)", len(m.Files), m.Total())
+	// The target choice only reads, so a refusal comes before hashing a
+	// payload of hundreds of MiB.
 	target, note, err := chooseTarget(scanDisks(), filepath.Base(medium), s.Wipe)
 	if err != nil {
 		return &s, err
 	}
 	r.say("target disk %s (%s)", target, note)
+	if err := verifyPayload(MediumDir, m); err != nil {
+		return &s, err
+	}
+	r.say("payload verified (%d files, %d bytes)", len(m.Files), m.Total())
 	return &s, Install(ctx, r, target, MediumDir, m, s)
 }
 

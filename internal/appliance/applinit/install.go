@@ -210,7 +210,10 @@ func writeFS(fsys filesystem.FileSystem, p string, src io.Reader) error {
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(f, src); err != nil {
+	// go-diskfs rescans and rewrites the whole FAT on every Write, so a 32 KiB
+	// io.Copy makes a big file quadratic (minutes under TCG): few big writes.
+	buf := make([]byte, 16*mib)
+	if _, err := io.CopyBuffer(struct{ io.Writer }{f}, struct{ io.Reader }{src}, buf); err != nil {
 		f.Close()
 		return err
 	}
