@@ -100,7 +100,7 @@ func (r *Runner) run(ctx context.Context) (*payload.Settings, error) {
 	}
 	// The target choice only reads, so a refusal comes before hashing a
 	// payload of hundreds of MiB.
-	target, note, err := chooseTarget(scanDisks(), filepath.Base(medium), s.Wipe)
+	target, note, err := chooseTarget(scanDisks(), filepath.Base(medium), s.TargetDisk, s.Wipe)
 	if err != nil {
 		return &s, err
 	}
@@ -229,14 +229,42 @@ func scanDisks() []Disk {
 }
 
 // chooseTarget applies the rule: the only empty disk; a disk with data only
-// when wipe is set and it is the only candidate. The medium is never a
-// candidate, neither are CD drives nor any other disk holding an appliance
-// ISO (a second stick), so a hybrid image attached as a disk is safe even
-// with wipe. It returns the device path and a note for the console.
-func chooseTarget(disks []Disk, medium string, wipe bool) (string, string, error) {
+// when wipe is set and it is the only candidate. want ("" or "auto", else a
+// /dev path from targetDisk) names the disk instead; the same emptiness rule
+// holds for it. The medium is never a candidate, neither are CD drives nor
+// any other disk holding an appliance ISO (a second stick), so a hybrid image
+// attached as a disk is safe even with wipe. It returns the device path and
+// a note for the console.
+func chooseTarget(disks []Disk, medium, want string, wipe bool) (string, string, error) {
+	candidate := func(d Disk) bool {
+		return d.Name != medium && !strings.HasPrefix(d.Name, "sr") && d.Label != MediumLabel
+	}
+	if want != "" && want != "auto" {
+		for _, d := range disks {
+			if "/dev/"+d.Name != want {
+				continue
+			}
+			switch {
+			case !candidate(d):
+				return "", "", fmt.Errorf("refusing: targetDisk %s is the appliance medium (or a CD drive); name another disk or use targetDisk: auto; disks left untouched", want)
+			case d.Empty:
+				return want, "empty, targetDisk", nil
+			case wipe:
+				return want, "not empty, targetDisk, wipe: true", nil
+			default:
+				return "", "", fmt.Errorf("refusing: targetDisk %s is not empty (has data or partitions) and wipe is false; "+
+					"to overwrite it set appliance.wipe: true in the install config (or pass --wipe to opencsp image iso) and rebuild the ISO; disk left untouched", want)
+			}
+		}
+		names := make([]string, 0, len(disks))
+		for _, d := range disks {
+			names = append(names, "/dev/"+d.Name)
+		}
+		return "", "", fmt.Errorf("refusing: targetDisk %s not found (disks: %s); fix appliance.targetDisk (or --target-disk) and rebuild the ISO", want, strings.Join(names, ", "))
+	}
 	var empty, used []string
 	for _, d := range disks {
-		if d.Name == medium || strings.HasPrefix(d.Name, "sr") || d.Label == MediumLabel {
+		if !candidate(d) {
 			continue
 		}
 		if d.Empty {

@@ -24,28 +24,38 @@ func TestChooseTarget(t *testing.T) {
 		name   string
 		disks  []Disk
 		medium string
+		want   string // targetDisk setting
 		wipe   bool
-		want   string   // device chosen, "" for a refusal
+		chosen string   // device chosen, "" for a refusal
 		errHas []string // refusal must say these
 	}{
-		{"only empty disk, medium is a CD", []Disk{{Name: "sda", Empty: true}, {Name: "sr0"}}, "sr0", false, "/dev/sda", nil},
-		{"hybrid ISO as a disk is never the target", []Disk{stick("sda"), {Name: "sdb", Empty: true}}, "sda", false, "/dev/sdb", nil},
-		{"hybrid ISO as a disk not chosen even with wipe", []Disk{stick("sda")}, "sda", true, "", []string{"no target disk", "attach an empty disk"}},
-		{"a second appliance stick is not a target", []Disk{stick("sda"), stick("sdb"), {Name: "vda"}}, "sda", true, "/dev/vda", nil},
-		{"used disk without wipe refused with the fix", []Disk{{Name: "sda"}, {Name: "sr0"}}, "sr0", false, "",
+		{"only empty disk, medium is a CD", []Disk{{Name: "sda", Empty: true}, {Name: "sr0"}}, "sr0", "", false, "/dev/sda", nil},
+		{"hybrid ISO as a disk is never the target", []Disk{stick("sda"), {Name: "sdb", Empty: true}}, "sda", "", false, "/dev/sdb", nil},
+		{"hybrid ISO as a disk not chosen even with wipe", []Disk{stick("sda")}, "sda", "", true, "", []string{"no target disk", "attach an empty disk"}},
+		{"a second appliance stick is not a target", []Disk{stick("sda"), stick("sdb"), {Name: "vda"}}, "sda", "", true, "/dev/vda", nil},
+		{"used disk without wipe refused with the fix", []Disk{{Name: "sda"}, {Name: "sr0"}}, "sr0", "", false, "",
 			[]string{"/dev/sda", "not empty", "appliance.wipe: true", "--wipe", "left untouched"}},
-		{"used disk with wipe", []Disk{{Name: "sda"}}, "sr0", true, "/dev/sda", nil},
-		{"empty wins over used", []Disk{{Name: "sda"}, {Name: "sdb", Empty: true}}, "sr0", true, "/dev/sdb", nil},
-		{"two used disks with wipe refused", []Disk{{Name: "sda"}, {Name: "sdb"}}, "sr0", true, "", []string{"/dev/sda, /dev/sdb"}},
-		{"two empty disks refused", []Disk{{Name: "sda", Empty: true}, {Name: "vda", Empty: true}}, "sr0", false, "",
+		{"used disk with wipe", []Disk{{Name: "sda"}}, "sr0", "", true, "/dev/sda", nil},
+		{"empty wins over used", []Disk{{Name: "sda"}, {Name: "sdb", Empty: true}}, "sr0", "", true, "/dev/sdb", nil},
+		{"two used disks with wipe refused", []Disk{{Name: "sda"}, {Name: "sdb"}}, "sr0", "", true, "", []string{"/dev/sda, /dev/sdb"}},
+		{"targetDisk names an empty disk among two", []Disk{{Name: "sda", Empty: true}, {Name: "vda", Empty: true}}, "sr0", "/dev/vda", false, "/dev/vda", nil},
+		{"targetDisk with data needs wipe", []Disk{{Name: "sda"}, {Name: "sdb", Empty: true}}, "sr0", "/dev/sda", false, "",
+			[]string{"targetDisk /dev/sda is not empty", "appliance.wipe: true", "--wipe"}},
+		{"targetDisk with data and wipe", []Disk{{Name: "sda"}, {Name: "sdb", Empty: true}}, "sr0", "/dev/sda", true, "/dev/sda", nil},
+		{"targetDisk is the medium", []Disk{stick("sda"), {Name: "sdb", Empty: true}}, "sda", "/dev/sda", true, "",
+			[]string{"targetDisk /dev/sda is the appliance medium"}},
+		{"targetDisk missing", []Disk{{Name: "sda", Empty: true}}, "sr0", "/dev/nvme0n1", false, "",
+			[]string{"targetDisk /dev/nvme0n1 not found (disks: /dev/sda)", "--target-disk"}},
+		{"auto is the default rule", []Disk{{Name: "sda", Empty: true}}, "sr0", "auto", false, "/dev/sda", nil},
+		{"two empty disks refused", []Disk{{Name: "sda", Empty: true}, {Name: "vda", Empty: true}}, "sr0", "", false, "",
 			[]string{"2 empty disks", "/dev/sda, /dev/vda"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, _, err := chooseTarget(tc.disks, tc.medium, tc.wipe)
-			if got != tc.want {
-				t.Fatalf("target %q, want %q (err %v)", got, tc.want, err)
+			got, _, err := chooseTarget(tc.disks, tc.medium, tc.want, tc.wipe)
+			if got != tc.chosen {
+				t.Fatalf("target %q, want %q (err %v)", got, tc.chosen, err)
 			}
-			if (err != nil) != (tc.want == "") {
+			if (err != nil) != (tc.chosen == "") {
 				t.Fatalf("err = %v", err)
 			}
 			for _, s := range tc.errHas {
