@@ -89,6 +89,9 @@ func (c *Client) Exec(ctx context.Context, cmd Command) error {
 	}
 	shown := c.cfg.redact(cmd.Cmd)
 	sess, err := c.conn.NewSession()
+	if errors.Is(err, io.EOF) {
+		return fmt.Errorf("ssh session on %s for %q: %w: %v", c.cfg.Addr(), shown, ErrConnectionLost, err)
+	}
 	if err != nil {
 		return fmt.Errorf("ssh session on %s for %q: %w", c.cfg.Addr(), shown, err)
 	}

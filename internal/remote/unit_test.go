@@ -204,4 +204,8 @@ func TestConnectionLostMidCommand(t *testing.T) {
 	if ctx.Err() != nil {
 		t.Fatal("the dropped connection was noticed only at the deadline")
 	}
+	// The next command on the dead connection cannot open a session: the same cause.
+	if err := c.Run(ctx, "true"); !errors.Is(err, ErrConnectionLost) {
+		t.Errorf("command after the drop: %v, want ErrConnectionLost", err)
+	}
 }
