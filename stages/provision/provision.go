@@ -1,6 +1,9 @@
 // Package provision is the stage that makes the management VM: a full
 // clone of the image template on the chosen node, cloud-init, sizing, disk
-// size, start, and its address.
+// size, start, and its address. With managementVM.provision.method
+// appliance the VM is instead installed by the appliance ISO: uploaded,
+// booted on an empty disk until the appliance powers off, then switched to
+// boot its disk (appliance.go).
 //
 // Address rule: with a static address the installer already knows it, so
 // the guest agent only confirms it within a short wait (images such as
