@@ -29,7 +29,17 @@ func newImageCmd(a *app) *cobra.Command {
 		Short: "Build the bootable appliance ISO (BIOS + UEFI, hybrid for USB)",
 		Long: `Builds an ISO that, booted on a machine with an empty disk, writes the OS
 image, a NoCloud seed (CIDATA) and a data partition with the payload (K3s
-artifacts, Flux + Core manifests, the install config), then powers off.`,
+artifacts, Flux + Core manifests, the install config, this binary), then
+powers off or reboots.
+
+The install config (-c) is required: the seed (host name, SSH user and keys,
+network, first-boot "opencsp node bootstrap") is rendered from it, and its
+appliance section (iso, kernel, osImage, targetDisk, wipe, after),
+managementVM.diskGiB and k3s.artifacts.airgapDir fill every flag not given.
+Every input is checked before anything is written; bad input exits 2.`,
+		Example: `  opencsp config init --profile appliance -f opencsp.yaml
+  opencsp image iso -c opencsp.yaml --os-image debian-12.raw
+  opencsp image iso -c opencsp.yaml --kernel-deb linux-image-6.1.0-56-amd64.deb -o /tmp/a.iso`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.InitBinary == "" {
@@ -129,6 +139,7 @@ func fromConfig(o *appliance.Options, cfg *config.Config, changed func(flag stri
 			}
 		}
 	}
+	o.CacheDir = cacheDir
 	o.Config = cfg.Source
 	s, err := seed.Render(cfg)
 	if err != nil {

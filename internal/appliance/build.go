@@ -33,8 +33,10 @@ type Options struct {
 	// KernelDeb is a linux-image .deb to take the kernel and modules from
 	// when Kernel is empty; FetchKernel, if set, provides it (a download)
 	// once every other input has been checked.
-	KernelDeb      string
-	FetchKernel    func(ctx context.Context) (string, error)
+	KernelDeb   string
+	FetchKernel func(ctx context.Context) (string, error)
+	// CacheDir, if set, keeps kernels extracted from a .deb for the next build.
+	CacheDir       string
 	InitBinary     string           // static installer binary, becomes /init
 	OSImage        string           // raw OS image (GPT) written to the target disk
 	K3sDir         string           // optional: K3s artifacts, copied to payload/k3s
@@ -225,7 +227,12 @@ func kernelFromDeb(ctx context.Context, o Options, dir string) (vmlinuz, modules
 		}
 	}
 	start := time.Now()
-	k, err := deb.ExtractKernel(ctx, p, dir)
+	var k deb.Kernel
+	if o.CacheDir != "" {
+		k, err = deb.CachedKernel(ctx, p, o.CacheDir)
+	} else {
+		k, err = deb.ExtractKernel(ctx, p, dir)
+	}
 	if err != nil {
 		return "", "", inputErr("kernelDeb", err)
 	}

@@ -225,3 +225,41 @@ func TestExtractRealKernelMatchesDpkg(t *testing.T) {
 		t.Errorf("dpkg -x has %d modules, ExtractKernel %d", n, k.Modules)
 	}
 }
+
+func TestCachedKernelReuses(t *testing.T) {
+	cache := t.TempDir()
+	debPath := makeDeb(t, ".gz", kernelEntries)
+	k1, err := CachedKernel(context.Background(), debPath, cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(k1.Vmlinuz, filepath.Join(cache, "kernels")+"/") || k1.Version != "6.1.0-9-amd64" || k1.Modules != 1 {
+		t.Fatalf("first call = %+v", k1)
+	}
+	// Mark the cached copy: a second call that re-extracted would undo it.
+	if err := os.WriteFile(k1.Vmlinuz, []byte("cached"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	k2, err := CachedKernel(context.Background(), debPath, cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k2 != k1 {
+		t.Errorf("second call = %+v, want %+v", k2, k1)
+	}
+	if b, _ := os.ReadFile(k2.Vmlinuz); string(b) != "cached" {
+		t.Errorf("second call re-extracted the package")
+	}
+	// Another package is another entry.
+	other := makeDeb(t, ".zst", append([]entry{{name: "./boot/config-x", body: "other"}}, kernelEntries...))
+	k3, err := CachedKernel(context.Background(), other, cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filepath.Dir(filepath.Dir(k3.Vmlinuz)) == filepath.Dir(filepath.Dir(k1.Vmlinuz)) {
+		t.Errorf("two packages share the cache entry %s", k3.Vmlinuz)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(cache, "kernels")); len(ents) != 2 {
+		t.Errorf("cache holds %d entries, want 2 (no temp dirs left)", len(ents))
+	}
+}
