@@ -90,14 +90,18 @@ func chars(r io.Reader, alphabet string, n int) (string, error) {
 }
 
 // strongPassword: 24 characters with at least one upper, one lower, one
-// digit and one symbol (drawn again until all four classes are present).
+// digit and one symbol, starting with a letter or digit (drawn again until
+// all hold). Flux's postBuild substitutes values into YAML that kustomize
+// wrote without quotes, where a leading % (or ! #) cannot start a scalar:
+// the layer fails to build ("found character that cannot start any token").
 func strongPassword(r io.Reader) (string, error) {
 	for range 1000 {
 		s, err := chars(r, alnum+symbols, 24)
 		if err != nil {
 			return "", err
 		}
-		if strings.ContainsAny(s, upper) && strings.ContainsAny(s, lower) &&
+		if strings.ContainsRune(alnum, rune(s[0])) &&
+			strings.ContainsAny(s, upper) && strings.ContainsAny(s, lower) &&
 			strings.ContainsAny(s, digits) && strings.ContainsAny(s, symbols) {
 			return s, nil
 		}

@@ -172,3 +172,19 @@ func TestTargetPathValuesSurviveStrvals(t *testing.T) {
 	}
 	t.Logf("%d targetPath keys checked: %v", len(keys), keys)
 }
+
+// TestStrongPasswordSurvivesUnquotedYAML: Flux substitutes values into YAML
+// that kustomize wrote without quotes; every strong password must read back
+// as the same string there (a leading % or ! broke the zitadel layer).
+func TestStrongPasswordSurvivesUnquotedYAML(t *testing.T) {
+	for range 2000 {
+		v, err := Generate(manifests.KindStrongPassword, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc map[string]any
+		if err := yaml.Unmarshal([]byte("password: "+v+"\n"), &doc); err != nil || doc["password"] != v {
+			t.Fatalf("%q does not survive unquoted YAML: %v (read %#v)", v, err, doc["password"])
+		}
+	}
+}
