@@ -6,16 +6,20 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
 
 	diskfs "github.com/diskfs/go-diskfs"
+	"github.com/diskfs/go-diskfs/filesystem/iso9660"
 	"github.com/diskfs/go-diskfs/partition/gpt"
 
 	"github.com/opencsp/installer/internal/appliance"
@@ -53,101 +57,202 @@ func needTools(t *testing.T) {
 			t.Skipf("SKIP (loud): %s missing: apt-get install isolinux syslinux-common", f)
 		}
 	}
+	for _, tool := range []string{"grub-mkimage", "mkfs.vfat", "mcopy"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("SKIP (loud): %s missing: apt-get install grub-efi-amd64-bin dosfstools mtools", tool)
+		}
+	}
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		t.Skip("SKIP (loud): qemu-system-x86_64 missing: apt-get install qemu-system-x86")
 	}
 }
 
 // osImage writes a small GPT raw image with one partition full of a pattern.
-func osImage(t *testing.T, p string) {
-	t.Helper()
+func osImage(p string) error {
 	const size = 8 << 20
 	d, err := diskfs.Create(p, size, diskfs.SectorSizeDefault)
 	if err != nil {
-		t.Fatal(err)
+		return fmt.Errorf("os image: %w", err)
 	}
-	if err := d.Partition(&gpt.Table{LogicalSectorSize: 512, PhysicalSectorSize: 512, ProtectiveMBR: true,
-		Partitions: []*gpt.Partition{{Index: 1, Start: 2048, End: 2048 + 4096 - 1, Type: gpt.LinuxFilesystem, Name: "root"}}}); err != nil {
-		t.Fatal(err)
-	}
+	err = d.Partition(&gpt.Table{LogicalSectorSize: 512, PhysicalSectorSize: 512, ProtectiveMBR: true,
+		Partitions: []*gpt.Partition{{Index: 1, Start: 2048, End: 2048 + 4096 - 1, Type: gpt.LinuxFilesystem, Name: "root"}}})
 	d.Close()
+	if err != nil {
+		return fmt.Errorf("os image partition table: %w", err)
+	}
 	f, err := os.OpenFile(p, os.O_RDWR, 0)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
+	defer f.Close()
 	pat := bytes.Repeat([]byte("opencsp-os-image-"), 4096*512/17+1)[:4096*512]
 	if _, err := f.WriteAt(pat, 1<<20); err != nil {
-		t.Fatal(err)
+		return fmt.Errorf("os image: %w", err)
 	}
-	f.Close()
+	return f.Close()
 }
 
-func initBinary(t *testing.T, dir string) string {
-	t.Helper()
+func initBinary(dir string) (string, error) {
 	out := filepath.Join(dir, "opencsp")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./cmd/installer")
+	// Stripped: the binary is in the initramfs and the payload, and every MiB
+	// costs boot and hashing time under TCG.
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, "./cmd/installer")
 	cmd.Dir = "../.."
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build init binary: %v: %s", err, b)
+		return "", fmt.Errorf("build init binary: %w: %s", err, b)
 	}
-	return out
+	return out, nil
 }
 
 func sum(b []byte) string { h := sha256.Sum256(b); return hex.EncodeToString(h[:]) }
 
-func TestApplianceBIOSCDInstallsToEmptyDisk(t *testing.T) {
+const ovmf = "/usr/share/ovmf/OVMF.fd"
+
+// The ISO costs a Go build of the installer and an ISO build (about 8 s
+// under load), so every boot in this test binary shares one.
+var (
+	fixOnce sync.Once
+	fix     struct {
+		dir, iso, osImg string
+		err             error
+	}
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if fix.dir != "" {
+		os.RemoveAll(fix.dir)
+	}
+	os.Exit(code)
+}
+
+// sharedISO returns the appliance ISO (BIOS + UEFI, wipe false) and the OS
+// image it carries, building both on first use.
+func sharedISO(t *testing.T) (string, string) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("QEMU boot: not in -short")
 	}
 	needTools(t)
 	vmlinuz, mods := kernel(t)
-	dir := t.TempDir()
-	start := time.Now()
-	bin := initBinary(t, dir)
-	t.Logf("init binary built in %v", time.Since(start))
+	fixOnce.Do(func() {
+		fix.dir, fix.err = os.MkdirTemp("", "opencsp-appliance-test-")
+		if fix.err != nil {
+			return
+		}
+		fix.iso, fix.osImg, fix.err = buildISO(t, fix.dir, vmlinuz, mods)
+	})
+	if fix.err != nil {
+		t.Fatalf("shared ISO: %v", fix.err)
+	}
+	return fix.iso, fix.osImg
+}
 
+func buildISO(t *testing.T, dir, vmlinuz, mods string) (string, string, error) {
+	start := time.Now()
+	bin, err := initBinary(dir)
+	if err != nil {
+		return "", "", err
+	}
+	t.Logf("init binary built in %v", time.Since(start).Round(time.Millisecond))
 	osImg := filepath.Join(dir, "os.img")
-	osImage(t, osImg)
+	if err := osImage(osImg); err != nil {
+		return "", "", err
+	}
 	k3s := filepath.Join(dir, "k3s")
-	_ = os.MkdirAll(k3s, 0o755)
-	_ = os.WriteFile(filepath.Join(k3s, "k3s"), []byte("fake k3s binary\n"), 0o755)
+	if err := os.MkdirAll(k3s, 0o755); err != nil {
+		return "", "", err
+	}
+	if err := os.WriteFile(filepath.Join(k3s, "k3s"), []byte("fake k3s binary\n"), 0o755); err != nil {
+		return "", "", err
+	}
 	cfg := filepath.Join(dir, "opencsp.yaml")
-	_ = os.WriteFile(cfg, []byte("apiVersion: opencsp.io/v1alpha1\nkind: InstallConfig\n"), 0o644)
+	if err := os.WriteFile(cfg, []byte("apiVersion: opencsp.io/v1alpha1\nkind: InstallConfig\n"), 0o644); err != nil {
+		return "", "", err
+	}
 	out := filepath.Join(dir, "appliance.iso")
 	opts := appliance.Options{
 		Kernel: vmlinuz, ModulesDir: mods, InitBinary: bin, OSImage: osImg, K3sDir: k3s, Config: cfg,
 		Manifests: fstest.MapFS{"base/kustomization.yaml": {Data: []byte("resources: []\n")}},
 		Settings:  payload.Settings{UserData: "#cloud-config\nhostname: mgmt\n", MetaData: "instance-id: i-1\n"},
-		Boot:      iso.DefaultBoot(), Out: out,
+		Boot:      iso.DefaultBoot(), EFI: true, Out: out,
 	}
 	start = time.Now()
 	if err := appliance.Build(context.Background(), opts); err != nil {
-		t.Fatal(err)
+		return "", "", fmt.Errorf("build iso: %w", err)
 	}
-	t.Logf("iso built in %v", time.Since(start))
+	fi, _ := os.Stat(out)
+	t.Logf("iso built in %v (%d MiB)", time.Since(start).Round(time.Millisecond), fi.Size()>>20)
+	return out, osImg, nil
+}
 
-	target := filepath.Join(dir, "target.raw")
-	if err := os.WriteFile(target, nil, 0o644); err != nil {
+// emptyDisk creates a sparse all-zero raw disk of size bytes.
+func emptyDisk(t *testing.T, size int64) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "target.raw")
+	if err := os.WriteFile(p, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Truncate(target, 256<<20); err != nil {
+	if err := os.Truncate(p, size); err != nil {
 		t.Fatal(err)
 	}
-	start = time.Now()
-	lines := boot(t, "-cdrom", out, "-boot", "d", "-drive", "file="+target+",format=raw,if=ide,index=0")
-	t.Logf("qemu run %v", time.Since(start))
-	for _, want := range []string{"payload verified", "target disk /dev/sda (empty)", "os image written and verified",
-		"seed partition 2 (CIDATA) written", "data partition 3 (OPENCSPDATA) written", "opencsp-appliance: done"} {
-		if !strings.Contains(lines, want) {
-			t.Errorf("serial console lacks %q", want)
-		}
-	}
-	if t.Failed() {
-		t.Fatalf("console:\n%s", tail(lines, 40))
-	}
+	return p
+}
 
-	// The target disk: GPT with root + CIDATA + data, OS bytes, seed, payload.
+func TestApplianceBootsAndInstallsToEmptyDisk(t *testing.T) {
+	isoPath, osImg := sharedISO(t)
+	cdrom := func(target string) []string {
+		return []string{"-cdrom", isoPath, "-boot", "d", "-drive", "file=" + target + ",format=raw,if=ide,index=0"}
+	}
+	for _, tc := range []struct {
+		name           string
+		args           func(target string) []string
+		fw             string // what the appliance reports
+		medium, target string // as the appliance names them
+	}{
+		{"bios-cd", cdrom, "BIOS", "/dev/sr0", "/dev/sda"},
+		{"uefi-cd", func(target string) []string { return append([]string{"-bios", ovmf}, cdrom(target)...) }, "UEFI", "/dev/sr0", "/dev/sda"},
+		// USB-stick style: the hybrid image is the first disk, the target the
+		// second; the medium must not become the target.
+		{"uefi-disk", func(target string) []string {
+			return []string{"-bios", ovmf, "-drive", "file=" + isoPath + ",format=raw,if=ide,index=0,snapshot=on",
+				"-drive", "file=" + target + ",format=raw,if=ide,index=1"}
+		}, "UEFI", "/dev/sda", "/dev/sdb"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.fw == "UEFI" {
+				if _, err := os.Stat(ovmf); err != nil {
+					t.Skipf("SKIP (loud): %s missing: apt-get install ovmf", ovmf)
+				}
+			}
+			target := emptyDisk(t, 256<<20)
+			isoSum := fileSum(t, isoPath)
+			start := time.Now()
+			lines := boot(t, tc.args(target)...)
+			t.Logf("%s: boot to power-off %v", tc.name, time.Since(start).Round(time.Millisecond))
+			for _, want := range []string{"booted via " + tc.fw, "medium " + tc.medium + " mounted", "payload verified",
+				"target disk " + tc.target + " (empty)", "os image written and verified",
+				"seed partition 2 (CIDATA) written", "data partition 3 (OPENCSPDATA) written", "opencsp-appliance: done", "powering off"} {
+				if !strings.Contains(lines, want) {
+					t.Errorf("serial console lacks %q", want)
+				}
+			}
+			if t.Failed() {
+				t.Fatalf("console:\n%s", tail(lines, 40))
+			}
+			checkInstalled(t, target, osImg)
+			if fileSum(t, isoPath) != isoSum {
+				t.Error("the ISO changed (snapshot=on must keep the medium read-only)")
+			}
+		})
+	}
+}
+
+// checkInstalled opens the target with go-diskfs: GPT with root + CIDATA +
+// data, the OS bytes, the seed files and every payload file's checksum.
+func checkInstalled(t *testing.T, target, osImg string) {
+	t.Helper()
 	d, err := diskfs.Open(target, diskfs.WithOpenMode(diskfs.ReadOnly))
 	if err != nil {
 		t.Fatal(err)
@@ -157,15 +262,28 @@ func TestApplianceBIOSCDInstallsToEmptyDisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	parts := pt.(*gpt.Table).Partitions
+	tbl, ok := pt.(*gpt.Table)
+	if !ok {
+		t.Fatalf("partition table %T, want GPT", pt)
+	}
+	parts := tbl.Partitions
 	if len(parts) != 3 || parts[1].Name != "cidata" || parts[2].Name != "opencsp-data" {
 		t.Fatalf("partitions: %+v", parts)
 	}
-	want, _ := os.ReadFile(osImg)
+	want, err := os.ReadFile(osImg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	got := make([]byte, len(want))
-	f, _ := os.Open(target)
-	_, _ = f.ReadAt(got, 0)
+	f, err := os.Open(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.ReadAt(got, 0)
 	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if sum(got[1<<20:3<<20]) != sum(want[1<<20:3<<20]) { // partition 1; the GPT itself is rewritten
 		t.Error("os image partition 1 bytes differ")
 	}
@@ -178,7 +296,10 @@ func TestApplianceBIOSCDInstallsToEmptyDisk(t *testing.T) {
 		if err != nil {
 			t.Fatalf("partition %d %s: %v", part, p, err)
 		}
-		b, _ := io.ReadAll(fh)
+		b, err := readWhole(fh)
+		if err != nil {
+			t.Fatalf("partition %d %s: %v", part, p, err)
+		}
 		return string(b)
 	}
 	if ud := readFile(2, "/user-data"); !strings.Contains(ud, "hostname: mgmt") {
@@ -188,10 +309,8 @@ func TestApplianceBIOSCDInstallsToEmptyDisk(t *testing.T) {
 		t.Errorf("meta-data: %q", md)
 	}
 	var m payload.Manifest
-	mf := filepath.Join(dir, "m.json")
-	_ = os.WriteFile(mf, []byte(readFile(3, "/manifest.json")), 0o644)
-	if err := payload.ReadJSON(mf, &m); err != nil {
-		t.Fatal(err)
+	if err := json.Unmarshal([]byte(readFile(3, "/manifest.json")), &m); err != nil {
+		t.Fatalf("data partition manifest.json: %v", err)
 	}
 	checked := 0
 	for _, e := range m.Files {
@@ -208,6 +327,128 @@ func TestApplianceBIOSCDInstallsToEmptyDisk(t *testing.T) {
 	}
 }
 
+// TestApplianceRefuses boots the BIOS CD (the cheapest path) into situations
+// where the appliance must refuse: it says why and what to do, powers off and
+// leaves the target disk byte for byte as it was.
+func TestApplianceRefuses(t *testing.T) {
+	isoPath, osImg := sharedISO(t)
+	for _, tc := range []struct {
+		name   string
+		iso    func(t *testing.T) string
+		target func(t *testing.T) string
+		want   []string
+	}{
+		{"used disk without wipe", func(*testing.T) string { return isoPath }, func(t *testing.T) string { return usedDisk(t, osImg) },
+			[]string{"refusing: disk /dev/sda is not empty", "set appliance.wipe: true in the install config", "--wipe to opencsp image iso"}},
+		{"corrupted payload", func(t *testing.T) string { return tamperedISO(t, isoPath, "payload/opencsp.yaml") },
+			func(t *testing.T) string { return emptyDisk(t, 256<<20) },
+			[]string{"payload file payload/opencsp.yaml: checksum mismatch", "the medium is damaged"}},
+		{"target smaller than the payload", func(*testing.T) string { return isoPath }, func(t *testing.T) string { return emptyDisk(t, 64<<20) },
+			[]string{"refusing: target /dev/sda has 67108864 bytes", "attach a disk of at least"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			medium, target := tc.iso(t), tc.target(t)
+			before := fileSum(t, target)
+			start := time.Now()
+			lines := boot(t, "-cdrom", medium, "-boot", "d", "-drive", "file="+target+",format=raw,if=ide,index=0")
+			t.Logf("%s: boot to power-off %v", tc.name, time.Since(start).Round(time.Millisecond))
+			for _, want := range append(tc.want, "FAILED: ", "disk left untouched", "powering off") {
+				if !strings.Contains(lines, want) {
+					t.Errorf("serial console lacks %q", want)
+				}
+			}
+			for _, never := range []string{"writing os image", "opencsp-appliance: done"} {
+				if strings.Contains(lines, never) {
+					t.Errorf("serial console has %q", never)
+				}
+			}
+			if t.Failed() {
+				t.Fatalf("console:\n%s", tail(lines, 40))
+			}
+			if after := fileSum(t, target); after != before {
+				t.Fatalf("target disk changed: sha256 %s before, %s after", before, after)
+			}
+		})
+	}
+}
+
+// usedDisk is a 256 MiB disk holding a GPT and data (an OS image).
+func usedDisk(t *testing.T, osImg string) string {
+	t.Helper()
+	p := emptyDisk(t, 256<<20)
+	b, err := os.ReadFile(osImg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(b, 0); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// tamperedISO copies the ISO and flips one byte of file inside it, at the
+// extent go-diskfs reports, so the size stays and only the sha256 differs.
+func tamperedISO(t *testing.T, src, file string) string {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "tampered.iso")
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d, err := diskfs.Open(p, diskfs.WithOpenMode(diskfs.ReadOnly))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsys, err := d.GetFilesystem(0)
+	if err != nil {
+		t.Fatalf("read %s as iso9660: %v", p, err)
+	}
+	fh, err := fsys.OpenFile("/"+file, os.O_RDONLY)
+	if err != nil {
+		t.Fatalf("%s in %s: %v", file, p, err)
+	}
+	isoFile, ok := fh.(*iso9660.File)
+	if !ok {
+		t.Fatalf("%s: %T is not an iso9660 file", file, fh)
+	}
+	off := int64(isoFile.Location()) * 2048
+	d.Close()
+	if b[off] != 'a' { // the config starts with "apiVersion": proves the extent is right
+		t.Fatalf("%s extent at %d starts with %q, want 'a'", file, off, b[off])
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt([]byte{'A'}, off); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func fileSum(t *testing.T, p string) string {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
 // boot runs QEMU (TCG, no network) until it powers off and returns the
 // serial console output.
 func boot(t *testing.T, args ...string) string {
@@ -222,11 +463,15 @@ func boot(t *testing.T, args ...string) string {
 		t.Fatal(err)
 	}
 	var buf strings.Builder
+	start := time.Now()
 	sc := bufio.NewScanner(stdout)
 	for sc.Scan() {
 		l := sc.Text()
 		buf.WriteString(l + "\n")
-		if strings.Contains(l, "opencsp-appliance:") || strings.Contains(l, "Kernel panic") {
+		// The elapsed time per progress line shows where a slow boot spends it.
+		if i := strings.Index(l, "opencsp-appliance:"); i >= 0 {
+			t.Logf("+%5.1fs %s", time.Since(start).Seconds(), l[i:])
+		} else if strings.Contains(l, "Kernel panic") {
 			t.Log(strings.TrimSpace(l))
 		}
 	}
@@ -243,4 +488,20 @@ func tail(s string, n int) string {
 		l = l[len(l)-n:]
 	}
 	return strings.Join(l, "\n")
+}
+
+// readWhole reads a go-diskfs file in one Read: v1.9.4's FAT Read returns
+// bytes past the end of the file when a read starts mid-cluster (as
+// io.ReadAll's growing buffer does), so read exactly the size.
+func readWhole(f io.ReadSeeker) ([]byte, error) {
+	n, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	b := make([]byte, n)
+	_, err = io.ReadFull(f, b)
+	return b, err
 }
