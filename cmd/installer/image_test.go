@@ -1,18 +1,27 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"crypto/sha256"
 	"debug/elf"
+	"encoding/hex"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/opencsp/installer/internal/appliance"
 	"github.com/opencsp/installer/internal/appliance/payload"
+	"github.com/opencsp/installer/internal/config"
 )
 
 // imageDir is an appliance config (from config init) plus stand-in inputs
@@ -220,5 +229,54 @@ func TestImageISOFromConfig(t *testing.T) {
 		t.Errorf("payload binary: %v", err)
 	} else {
 		f.Close()
+	}
+}
+
+// TestImageKernelURL: appliance.kernel.url is fetched through the artifact
+// cache, pinned by sha256, only when Build asks (after its input checks).
+func TestImageKernelURL(t *testing.T) {
+	body := []byte("!<arch>\nnot really a kernel package, only bytes to pin\n")
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { hits.Add(1); w.Write(body) }))
+	defer srv.Close()
+	sum := sha256.Sum256(body)
+	for _, tt := range []struct {
+		name, sha, wantErr string
+	}{
+		{"pinned", hex.EncodeToString(sum[:]), ""},
+		{"wrong sha256", strings.Repeat("ab", 32), "appliance.kernel.url"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			hits.Store(0)
+			dir, file, _ := imageDir(t, func(s string) string {
+				return strings.Replace(s, "    deb: ./linux-image-amd64.deb\n",
+					"    url: "+srv.URL+"/linux-image.deb\n    sha256: "+tt.sha+"\n", 1)
+			})
+			cfg, err := config.Load(filepath.Join(dir, file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var o appliance.Options
+			cache := filepath.Join(dir, "cache")
+			if err := fromConfig(&o, cfg, func(string) bool { return false }, cache); err != nil {
+				t.Fatal(err)
+			}
+			if o.FetchKernel == nil || o.KernelDeb != "" || hits.Load() != 0 {
+				t.Fatalf("kernel url: FetchKernel set %v, KernelDeb %q, %d fetches before Build", o.FetchKernel != nil, o.KernelDeb, hits.Load())
+			}
+			p, err := o.FetchKernel(context.Background())
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("FetchKernel = %q, %v; want an error naming %s", p, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b, _ := os.ReadFile(p); !bytes.Equal(b, body) || !strings.HasPrefix(p, cache) {
+				t.Errorf("fetched %s = %q", p, b)
+			}
+		})
 	}
 }
