@@ -15,10 +15,15 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/opencsp/installer/e2e/gitserver"
 	"github.com/opencsp/installer/e2e/k3sstandin"
 	"github.com/opencsp/installer/e2e/standin"
 	"github.com/opencsp/installer/e2e/standin/seed"
 	"github.com/opencsp/installer/internal/appliance/payload"
+	"github.com/opencsp/installer/stages/flux"
+	"github.com/opencsp/installer/stages/flux/kube"
 )
 
 // Where the appliance puts things on the installed system (see
@@ -59,18 +64,18 @@ k3s:
   version: ` + k3sVersion + `
   tlsSANs: [k3s.lab.example.net]
 opsRepo:
-  url: https://git.example.invalid/ops.git
+  url: OPSURL
   auth:
     token: file:./git-token
 `
 
 // TestNodeBootstrapOnStandin runs `opencsp node bootstrap` the way the
 // appliance's first boot does: from cloud-init's runcmd inside a VM stand-in,
-// as root, with the data directory holding the binary, the install config
-// and the K3s stand-in release. Only the k3s half runs here (--only k3s): the
-// Flux half needs a git server and Flux controllers next to the stand-in, and
-// is covered against the real kube-apiserver by cmd/installer's
-// TestNodeBootstrapFlux.
+// as root, with the data directory holding the binary, the install config,
+// the payload manifest and the K3s stand-in release. The ops repo is on the
+// e2e git server (on the bridge, which the VM reaches); Flux's real source-
+// and kustomize-controller run on the host against the node's API, as in
+// e2e/sandbox.
 func TestNodeBootstrapOnStandin(t *testing.T) {
 	requireStandin(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
@@ -97,11 +102,20 @@ func TestNodeBootstrapOnStandin(t *testing.T) {
 	defer host.Close(context.Background())
 	n := host.Network()
 	addr := n.Address(30)
+	git, err := gitserver.Start(gitserver.Options{Token: nodeGitToken, Addr: net.JoinHostPort(n.Gateway().String(), "0")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer git.Close()
+	repo, err := git.NewRepo("ops", "main")
+	if err != nil {
+		t.Fatal(err)
+	}
 	mac := net.HardwareAddr{0xbc, 0x24, 0x11, 0x6b, 0x33, 0x02}
 
 	// The data directory, as the appliance leaves it on the data partition.
 	key := newLoginKey(t, work, "id_ed25519")
-	cfg := strings.NewReplacer("ADDRESS", addr.String(), "GATEWAY", n.Gateway().String()).Replace(nodeConfig)
+	cfg := strings.NewReplacer("ADDRESS", addr.String(), "GATEWAY", n.Gateway().String(), "OPSURL", git.URL("ops")).Replace(nodeConfig)
 	files := map[string]string{
 		"opencsp.yaml": "", "id_ed25519": key.file, "bin/opencsp": bin,
 		"k3s/" + k3sstandin.BinaryName: rel.Path(k3sstandin.BinaryName), "k3s/" + k3sstandin.ImagesName: rel.Path(k3sstandin.ImagesName),
@@ -134,7 +148,7 @@ func TestNodeBootstrapOnStandin(t *testing.T) {
 	// cloud-init's runcmd waits for the data (copied in once the container
 	// exists), then runs the bootstrap as the appliance seed does.
 	script := fmt.Sprintf("i=0; while [ ! -e %s ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i+1)); done; "+
-		"%s node bootstrap --data %s --only k3s >%s 2>&1", nodeReady, nodeBinary, nodeData, nodeLog)
+		"%s node bootstrap --data %s >%s 2>&1", nodeReady, nodeBinary, nodeData, nodeLog)
 	no := false
 	sf, err := seed.Render(seed.VMConfig{
 		VMID: 130, Name: "mgmt", CIUser: "opencsp", SSHKeys: seed.EncodeSSHKeys(key.authz), CIUpgrade: &no,
@@ -150,6 +164,8 @@ func TestNodeBootstrapOnStandin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	fluxSide := serveFlux(t, ctx, inst)
+	defer fluxSide.stop()
 	root := inst.RootDir()
 	for name, src := range files {
 		mode := os.FileMode(0o600)
@@ -162,10 +178,16 @@ func TestNodeBootstrapOnStandin(t *testing.T) {
 		t.Fatal(err)
 	}
 	bootStart := time.Now()
-	err = inst.WaitReady(ctx)
+	ready := make(chan error, 1)
+	go func() { ready <- inst.WaitReady(ctx) }()
+	select {
+	case err = <-ready:
+	case <-fluxSide.done:
+		err = fmt.Errorf("the Flux side stopped before the bootstrap finished")
+	}
 	logText, _ := os.ReadFile(filepath.Join(root, nodeLog))
 	if err != nil {
-		t.Fatalf("first boot: %v\n%s:\n%s", err, nodeLog, logText)
+		t.Fatalf("first boot: %v\n%s:\n%s\n%s", err, nodeLog, logText, fluxSide.report())
 	}
 	t.Logf("first boot with node bootstrap done in %s; %s:\n%s", time.Since(bootStart).Round(100*time.Millisecond), nodeLog, logText)
 	if !strings.Contains(string(logText), "Node bootstrap complete") {
@@ -200,16 +222,30 @@ func TestNodeBootstrapOnStandin(t *testing.T) {
 	if nodes := listNames(t, ctx, client, api+"/api/v1/nodes"); !slices.Equal(nodes, []string{"mgmt"}) {
 		t.Errorf("nodes %v, want [mgmt]", nodes)
 	}
+	// Flux: the ops repo was pushed and the cluster syncs it.
+	// (Waited for: the controller may be in a reconcile right now, which
+	// makes Ready Unknown for a moment.)
+	commit := gitHead(t, repo)
+	var rev string
+	err = fluxSide.Client().WaitFor(ctx, flux.KustomizationGVK, flux.Namespace, flux.SyncName, 30*time.Second,
+		func(u *unstructured.Unstructured) (bool, error) {
+			rev, _, _ = unstructured.NestedString(u.Object, "status", "lastAppliedRevision")
+			return kube.FluxReady(u) && commit != "" && strings.HasSuffix(rev, commit), nil
+		})
+	if err != nil {
+		t.Fatalf("Kustomization %s/%s not Ready at the pushed commit %q (at %q): %v", flux.Namespace, flux.SyncName, commit, rev, err)
+	}
 	for _, p := range []string{nodeLog, nodeState + "/node.log"} {
 		if b, err := os.ReadFile(filepath.Join(root, p)); err != nil || strings.Contains(string(b), nodeGitToken) {
 			t.Errorf("%s: %v, or it holds the git token", p, err)
 		}
 	}
 
-	// A second run changes nothing and says so: same k3s process, files untouched.
+	// A second run changes nothing and says so: same k3s process, files
+	// untouched, nothing pushed.
 	before := serviceState(t, ctx, inst)
 	start := time.Now()
-	out, err := inst.Exec(ctx, nodeBinary, "node", "bootstrap", "--data", nodeData, "--only", "k3s")
+	out, err := inst.Exec(ctx, nodeBinary, "node", "bootstrap", "--data", nodeData)
 	if err != nil {
 		t.Fatalf("second run: %v\n%s", err, out)
 	}
@@ -219,6 +255,17 @@ func TestNodeBootstrapOnStandin(t *testing.T) {
 	}
 	if after := serviceState(t, ctx, inst); after != before {
 		t.Errorf("second run touched the node:\nbefore %s\nafter  %s", before, after)
+	}
+	if c := gitHead(t, repo); c != commit {
+		t.Errorf("second run pushed %s (was %s)", c, commit)
+	}
+	// Forced past the runner's skip, the k3s stage itself finds nothing to do.
+	out, err = inst.Exec(ctx, nodeBinary, "node", "bootstrap", "--data", nodeData, "--only", "k3s")
+	if err != nil || !strings.Contains(string(out), "nothing to change") {
+		t.Errorf("forced k3s rerun: %v, output:\n%s", err, out)
+	}
+	if after := serviceState(t, ctx, inst); after != before {
+		t.Errorf("forced k3s rerun touched the node:\nbefore %s\nafter  %s", before, after)
 	}
 
 	// A data directory whose K3s images went missing: exit 2 naming the
@@ -235,6 +282,15 @@ func TestNodeBootstrapOnStandin(t *testing.T) {
 		t.Errorf("refused run touched the node")
 	}
 	t.Logf("total %s", time.Since(begin).Round(100*time.Millisecond))
+}
+
+func gitHead(t *testing.T, repo string) string {
+	t.Helper()
+	out, err := exec.Command("git", "--git-dir", repo, "rev-parse", "--verify", "-q", "refs/heads/main").Output()
+	if err != nil {
+		t.Errorf("ops repo has no main branch: %v", err)
+	}
+	return strings.TrimSpace(string(out))
 }
 
 func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
