@@ -18,8 +18,10 @@ UNIT_PKGS = $$($(GO) list ./... | grep -vE '/(e2e|stages|internal/appliance)(/|$
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-build: ## build bin/opencsp
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/installer
+# Static (CGO_ENABLED=0): bin/opencsp is also the appliance ISO's /init,
+# and image iso refuses a dynamically linked one.
+build: ## build bin/opencsp (static)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/installer
 
 test: deps tools tools-test lint unit e2e ## everything CI runs: Debian packages, e2e tools, lint, unit + e2e tests
 
