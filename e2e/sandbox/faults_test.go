@@ -177,13 +177,22 @@ func TestFaultCampaign(t *testing.T) {
 						t.Fatal(err)
 					}
 				},
-				fired: func(t *testing.T, c *campaign, run *campaignRun) error { return nil }, // the cause assertion shows it
+				fired: func(t *testing.T, c *campaign, run *campaignRun) error {
+					for _, ev := range run.events {
+						if ev.Stage == "rollout" && ev.Step == "valkey" && ev.Status == events.Failed {
+							return nil
+						}
+					}
+					return errors.New("no failed rollout step for the valkey layer")
+				},
 				disarm: func(t *testing.T, c *campaign) {
 					if err := removePolicy(ctx); err != nil {
 						t.Fatal(err)
 					}
 				}},
-		}, fails: "rollout", cause: []string{"component valkey", "valkey is frozen by the fault campaign"}},
+		}, fails: "rollout", cause: []string{
+			// The controller's own failure, at once: not a layer timeout.
+			"component valkey (layer valkey) failed: ReconciliationFailed", "valkey is frozen by the fault campaign"}},
 		{}, // converges: rollout completes once the policy is gone
 	}
 
