@@ -120,12 +120,22 @@ func (r *Runner) writeImage(ctx context.Context, target, src string, e payload.F
 	return nil
 }
 
-func (r *Runner) addPartitions(target, root string, m payload.Manifest, s payload.Settings, seedMiB, dataMiB, osSize int64) error {
-	d, err := diskfs.Open(target)
+func (r *Runner) addPartitions(target, root string, m payload.Manifest, s payload.Settings, seedMiB, dataMiB, osSize int64) (err error) {
+	f, err := os.OpenFile(target, os.O_RDWR|os.O_EXCL, 0) // O_EXCL: EBUSY if anything holds the disk
 	if err != nil {
 		return fmt.Errorf("open %s: %w", target, err)
 	}
-	defer d.Close()
+	d, err := diskfs.OpenBackend(newCoalescer(f), diskfs.WithOpenMode(diskfs.ReadWriteExclusive))
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("open %s: %w", target, err)
+	}
+	defer func() {
+		// Close writes what is still buffered: its error is a failed install.
+		if cerr := d.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("finish %s: %w", target, cerr)
+		}
+	}()
 	pt, err := d.GetPartitionTable()
 	if err != nil {
 		return fmt.Errorf("os image partition table on %s: %w", target, err)
