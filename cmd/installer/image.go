@@ -78,7 +78,7 @@ Every input is checked before anything is written; bad input exits 2.`,
 		},
 	}
 	f := isoCmd.Flags()
-	f.StringVarP(&o.Out, "output", "o", "opencsp-appliance.iso", "ISO file to write")
+	f.StringVarP(&o.Out, "output", "o", "opencsp-appliance.iso", "ISO file to write (default: the config's appliance.iso, relative to the config file)")
 	f.StringVar(&o.Kernel, "kernel", "", "kernel image (vmlinuz from a Debian linux-image package)")
 	f.StringVar(&o.ModulesDir, "modules-dir", "", "lib/modules/<version> of the same kernel (uncompressed .ko)")
 	f.StringVar(&o.KernelDeb, "kernel-deb", "", "Debian linux-image .deb to take kernel and modules from (instead of --kernel and --modules-dir)")
