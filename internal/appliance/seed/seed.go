@@ -55,7 +55,7 @@ func Render(cfg *config.Config) (Seed, error) {
 	if err != nil {
 		return Seed{}, err
 	}
-	ud, err := marshal("#cloud-config\n", userData(m.Name, m.SSH.User, keys))
+	ud, err := marshal("#cloud-config\n", userData(m.Name, m.SSH.User, m.SSH.Port, keys))
 	if err != nil {
 		return Seed{}, fmt.Errorf("user-data: %w", err)
 	}
@@ -89,8 +89,15 @@ type cloudConfig struct {
 	DisableRoot      bool       `yaml:"disable_root"`
 	SSHPwauth        bool       `yaml:"ssh_pwauth"`
 	Users            []user     `yaml:"users"`
+	WriteFiles       []file     `yaml:"write_files,omitempty"`
 	Mounts           [][]string `yaml:"mounts"`
 	Runcmd           [][]string `yaml:"runcmd"`
+}
+
+type file struct {
+	Path        string `yaml:"path"`
+	Permissions string `yaml:"permissions"`
+	Content     string `yaml:"content"`
 }
 
 type user struct {
@@ -102,8 +109,8 @@ type user struct {
 	SSHAuthorizedKeys []string `yaml:"ssh_authorized_keys"`
 }
 
-func userData(host, name string, keys []string) cloudConfig {
-	return cloudConfig{
+func userData(host, name string, port int, keys []string) cloudConfig {
+	cc := cloudConfig{
 		Hostname:       host,
 		ManageEtcHosts: true,
 		DisableRoot:    true,
@@ -117,6 +124,14 @@ func userData(host, name string, keys []string) cloudConfig {
 		Mounts: [][]string{{"LABEL=" + applinit.DataLabel, DataMount, "vfat", "defaults,nofail,umask=0077", "0", "2"}},
 		Runcmd: [][]string{Command()},
 	}
+	if port != 0 && port != 22 {
+		// The installer logs in on managementVM.ssh.port. write_files runs
+		// in cloud-init's network stage, which is ordered before sshd, so
+		// sshd starts on that port; Debian reads sshd_config.d/*.conf.
+		cc.WriteFiles = []file{{Path: "/etc/ssh/sshd_config.d/60-opencsp-port.conf", Permissions: "0644",
+			Content: fmt.Sprintf("Port %d\n", port)}}
+	}
+	return cc
 }
 
 // Command is what the installed system runs once on first boot.

@@ -24,6 +24,12 @@ const (
 // load parses an appliance config with the given managementVM.network block.
 func load(t *testing.T, network string) *config.Config {
 	t.Helper()
+	return loadSSH(t, network, "")
+}
+
+// loadSSH is load with extra lines in managementVM.ssh.
+func loadSSH(t *testing.T, network, ssh string) *config.Config {
+	t.Helper()
 	t.Setenv("OPENCSP_SEED_TEST_SECRET", testSecret)
 	// Validation wants a private key or an agent; the seed only needs the
 	// public keys, so a dummy agent socket keeps the test free of key files.
@@ -43,7 +49,7 @@ managementVM:
   network:
 ` + network + `  ssh:
     user: opsadmin
-    publicKeys:
+` + ssh + `    publicKeys:
       - ` + testKey + `
 opsRepo:
   url: ssh://git@git.example.net/ops/opencsp.git
@@ -62,9 +68,13 @@ var networks = map[string]string{
 }
 
 func TestRenderGolden(t *testing.T) {
+	cases := map[string][2]string{"ssh-port": {networks["dhcp"], "    port: 2222\n"}}
 	for name, network := range networks {
+		cases[name] = [2]string{network, ""}
+	}
+	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
-			s, err := Render(load(t, network))
+			s, err := Render(loadSSH(t, c[0], c[1]))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -123,6 +133,23 @@ func TestUserDataParses(t *testing.T) {
 	want := []string{DataMount + "/bin/opencsp", "node", "bootstrap", "--data", DataMount}
 	if len(ud.Runcmd) != 1 || !slices.Equal(ud.Runcmd[0], want) {
 		t.Errorf("runcmd = %v, want [%v]", ud.Runcmd, want)
+	}
+	if strings.Contains(s.UserData, "write_files") {
+		t.Errorf("port 22 needs no sshd drop-in:\n%s", s.UserData)
+	}
+	s, err = Render(loadSSH(t, networks["dhcp"], "    port: 2222\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var withPort struct {
+		WriteFiles []struct{ Path, Content string } `yaml:"write_files"`
+	}
+	if err := yaml.Unmarshal([]byte(s.UserData), &withPort); err != nil {
+		t.Fatalf("user-data is not YAML: %v", err)
+	}
+	if len(withPort.WriteFiles) != 1 || !strings.HasPrefix(withPort.WriteFiles[0].Path, "/etc/ssh/sshd_config.d/") ||
+		withPort.WriteFiles[0].Content != "Port 2222\n" {
+		t.Errorf("ssh.port 2222: write_files = %+v", withPort.WriteFiles)
 	}
 
 	var md map[string]string
