@@ -144,6 +144,7 @@ func TestJSONSchemaRejectsShapeErrors(t *testing.T) {
 		"number-secret.yaml", "literal-secret.yaml", "bad-env-name.yaml", "missing-cluster-name.yaml",
 		"bad-cluster-name.yaml", "bad-vlan.yaml", "bad-ssh-port.yaml", "small-memory.yaml", "small-disk.yaml",
 		"too-many-cores.yaml", "unknown-component.yaml", "provider-unknown.yaml",
+		"appliance-after-sleep.yaml", "appliance-wipe-text.yaml", "bad-provision-method.yaml",
 	} {
 		if err := sch.Validate(yamlToJSON(t, readFile(t, "testdata/bad/"+name))); err == nil {
 			t.Errorf("schema accepts testdata/bad/%s", name)
