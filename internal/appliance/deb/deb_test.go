@@ -263,3 +263,21 @@ func TestCachedKernelReuses(t *testing.T) {
 		t.Errorf("cache holds %d entries, want 2 (no temp dirs left)", len(ents))
 	}
 }
+
+// TestExtractKernelUsrMerge: trixie and later ship usr/lib/modules.
+func TestExtractKernelUsrMerge(t *testing.T) {
+	dst := t.TempDir()
+	k, err := ExtractKernel(context.Background(), makeDeb(t, ".xz", []entry{
+		{name: "./boot/vmlinuz-6.12.9-amd64", body: "k"},
+		{name: "./usr/lib/modules/6.12.9-amd64/kernel/fs/ext4/ext4.ko", body: "ko"},
+	}), dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.ModulesDir != filepath.Join(dst, "lib/modules/6.12.9-amd64") || k.Modules != 1 {
+		t.Fatalf("kernel = %+v", k)
+	}
+	if _, err := os.Stat(filepath.Join(k.ModulesDir, "kernel/fs/ext4/ext4.ko")); err != nil {
+		t.Error(err)
+	}
+}
