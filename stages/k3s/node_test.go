@@ -22,16 +22,16 @@ import (
 	"github.com/opencsp/installer/e2e/standin"
 	"github.com/opencsp/installer/e2e/standin/seed"
 	"github.com/opencsp/installer/internal/appliance/payload"
+	applianceseed "github.com/opencsp/installer/internal/appliance/seed"
 	"github.com/opencsp/installer/stages/flux"
 	"github.com/opencsp/installer/stages/flux/kube"
 )
 
-// Where the appliance puts things on the installed system (see
-// internal/appliance: the data partition mounted at /var/lib/opencsp/data,
-// the opencsp binary in its bin/, state on the node's own disk).
+// Where the appliance puts things on the installed system: the data
+// partition mounted at applianceseed.DataMount with the opencsp binary at
+// payload.BinaryPath inside it; state on the node's own disk.
 const (
-	nodeData     = "/var/lib/opencsp/data"
-	nodeBinary   = nodeData + "/bin/opencsp"
+	nodeData     = applianceseed.DataMount
 	nodeState    = "/var/lib/opencsp/state"
 	nodeLog      = "/var/log/opencsp-node.log"
 	nodeReady    = nodeData + "/.ready"
@@ -117,8 +117,8 @@ func TestNodeBootstrapOnStandin(t *testing.T) {
 	key := newLoginKey(t, work, "id_ed25519")
 	cfg := strings.NewReplacer("ADDRESS", addr.String(), "GATEWAY", n.Gateway().String(), "OPSURL", git.URL("ops")).Replace(nodeConfig)
 	files := map[string]string{
-		"opencsp.yaml": "", "id_ed25519": key.file, "bin/opencsp": bin,
-		"k3s/" + k3sstandin.BinaryName: rel.Path(k3sstandin.BinaryName), "k3s/" + k3sstandin.ImagesName: rel.Path(k3sstandin.ImagesName),
+		"opencsp.yaml": "", "id_ed25519": key.file,
+		binInData: bin, "k3s/" + k3sstandin.BinaryName: rel.Path(k3sstandin.BinaryName), "k3s/" + k3sstandin.ImagesName: rel.Path(k3sstandin.ImagesName),
 		"k3s/" + k3sstandin.ChecksumsName: rel.Path(k3sstandin.ChecksumsName), "k3s/" + k3sstandin.ScriptName: rel.Path(k3sstandin.ScriptName),
 	}
 	for name, content := range map[string]string{"opencsp.yaml": cfg, "git-token": nodeGitToken + "\n", "pve-token": "pve-token-unused\n"} {
@@ -146,9 +146,9 @@ func TestNodeBootstrapOnStandin(t *testing.T) {
 	}
 
 	// cloud-init's runcmd waits for the data (copied in once the container
-	// exists), then runs the bootstrap as the appliance seed does.
-	script := fmt.Sprintf("i=0; while [ ! -e %s ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i+1)); done; "+
-		"%s node bootstrap --data %s >%s 2>&1", nodeReady, nodeBinary, nodeData, nodeLog)
+	// exists), then runs the appliance seed's first-boot command.
+	script := fmt.Sprintf("i=0; while [ ! -e %s ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i+1)); done; %s >%s 2>&1",
+		nodeReady, strings.Join(applianceseed.Command(), " "), nodeLog)
 	no := false
 	sf, err := seed.Render(seed.VMConfig{
 		VMID: 130, Name: "mgmt", CIUser: "opencsp", SSHKeys: seed.EncodeSSHKeys(key.authz), CIUpgrade: &no,
@@ -169,7 +169,7 @@ func TestNodeBootstrapOnStandin(t *testing.T) {
 	root := inst.RootDir()
 	for name, src := range files {
 		mode := os.FileMode(0o600)
-		if name == "bin/opencsp" {
+		if name == binInData {
 			mode = 0o755
 		}
 		copyFile(t, src, filepath.Join(root, nodeData, name), mode)
@@ -245,7 +245,7 @@ func TestNodeBootstrapOnStandin(t *testing.T) {
 	// untouched, nothing pushed.
 	before := serviceState(t, ctx, inst)
 	start := time.Now()
-	out, err := inst.Exec(ctx, nodeBinary, "node", "bootstrap", "--data", nodeData)
+	out, err := inst.Exec(ctx, nodeBinary(), "node", "bootstrap", "--data", nodeData)
 	if err != nil {
 		t.Fatalf("second run: %v\n%s", err, out)
 	}
@@ -260,7 +260,7 @@ func TestNodeBootstrapOnStandin(t *testing.T) {
 		t.Errorf("second run pushed %s (was %s)", c, commit)
 	}
 	// Forced past the runner's skip, the k3s stage itself finds nothing to do.
-	out, err = inst.Exec(ctx, nodeBinary, "node", "bootstrap", "--data", nodeData, "--only", "k3s")
+	out, err = inst.Exec(ctx, nodeBinary(), "node", "bootstrap", "--data", nodeData, "--only", "k3s")
 	if err != nil || !strings.Contains(string(out), "nothing to change") {
 		t.Errorf("forced k3s rerun: %v, output:\n%s", err, out)
 	}
@@ -273,7 +273,7 @@ func TestNodeBootstrapOnStandin(t *testing.T) {
 	if _, err := inst.Exec(ctx, "mv", nodeData+"/k3s/"+k3sstandin.ImagesName, "/root/"); err != nil {
 		t.Fatal(err)
 	}
-	out, err = inst.Exec(ctx, nodeBinary, "node", "bootstrap", "--data", nodeData)
+	out, err = inst.Exec(ctx, nodeBinary(), "node", "bootstrap", "--data", nodeData)
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), nodeData+"/k3s/"+k3sstandin.ImagesName+": listed in") {
 		t.Errorf("missing images: err %v, output %s; want exit 2 naming the file", err, out)
@@ -283,6 +283,12 @@ func TestNodeBootstrapOnStandin(t *testing.T) {
 	}
 	t.Logf("total %s", time.Since(begin).Round(100*time.Millisecond))
 }
+
+// nodeBinary is the opencsp binary the appliance seed runs.
+func nodeBinary() string { return applianceseed.Command()[0] }
+
+// binInData is the binary's path inside the data directory.
+var binInData = strings.TrimPrefix(payload.BinaryPath, payload.Dir+"/")
 
 func gitHead(t *testing.T, repo string) string {
 	t.Helper()
