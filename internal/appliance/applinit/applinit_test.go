@@ -98,3 +98,36 @@ func TestVerifyPayloadNamesTheFile(t *testing.T) {
 		t.Fatalf("missing file: err = %v", err)
 	}
 }
+
+// TestISOLabelOnAnyDevice: the medium is found by the ISO label in its
+// primary volume descriptor, whether it is a CD or the hybrid image as a
+// disk (a plain file here stands in for either device node).
+func TestISOLabelOnAnyDevice(t *testing.T) {
+	pvd := func(magic, label string) []byte {
+		b := make([]byte, 17*2048)
+		copy(b[16*2048+1:], magic)
+		copy(b[16*2048+40:], label+strings.Repeat(" ", 32-len(label)))
+		return b
+	}
+	for _, tc := range []struct {
+		name string
+		img  []byte
+		want string
+	}{
+		{"appliance ISO", pvd("CD001", MediumLabel), MediumLabel},
+		{"other ISO", pvd("CD001", "DEBIAN"), "DEBIAN"},
+		{"not an ISO", pvd("XXXXX", MediumLabel), ""},
+		{"empty disk", make([]byte, 17*2048), ""},
+		{"too small", make([]byte, 4096), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "dev")
+			if err := os.WriteFile(p, tc.img, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if got := isoLabel(p); got != tc.want {
+				t.Fatalf("label %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
