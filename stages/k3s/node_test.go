@@ -11,11 +11,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/opencsp/installer/e2e/gitserver"
 	"github.com/opencsp/installer/e2e/k3sstandin"
@@ -244,6 +246,7 @@ func TestNodeBootstrapOnStandin(t *testing.T) {
 	// A second run changes nothing and says so: same k3s process, files
 	// untouched, nothing pushed.
 	before := serviceState(t, ctx, inst)
+	fluxBefore := fluxObjects(t, ctx, fluxSide.Client())
 	start := time.Now()
 	out, err := inst.Exec(ctx, nodeBinary(), "node", "bootstrap", "--data", nodeData)
 	if err != nil {
@@ -267,6 +270,17 @@ func TestNodeBootstrapOnStandin(t *testing.T) {
 	if after := serviceState(t, ctx, inst); after != before {
 		t.Errorf("forced k3s rerun touched the node:\nbefore %s\nafter  %s", before, after)
 	}
+	// Likewise the flux stage: no push, no Flux object changed.
+	out, err = inst.Exec(ctx, nodeBinary(), "node", "bootstrap", "--data", nodeData, "--only", "flux")
+	if err != nil {
+		t.Errorf("forced flux rerun: %v, output:\n%s", err, out)
+	}
+	if c := gitHead(t, repo); c != commit {
+		t.Errorf("forced flux rerun pushed %s (was %s)", c, commit)
+	}
+	if after := fluxObjects(t, ctx, fluxSide.Client()); after != fluxBefore {
+		t.Errorf("forced flux rerun changed Flux objects: %s -> %s", fluxBefore, after)
+	}
 
 	// A data directory whose K3s images went missing: exit 2 naming the
 	// file, nothing touched.
@@ -282,6 +296,25 @@ func TestNodeBootstrapOnStandin(t *testing.T) {
 		t.Errorf("refused run touched the node")
 	}
 	t.Logf("total %s", time.Since(begin).Round(100*time.Millisecond))
+}
+
+// fluxObjects identifies the spec of the sync objects (generation) and the
+// source Secret (resourceVersion: Secrets have no generation).
+func fluxObjects(t *testing.T, ctx context.Context, c *kube.Client) string {
+	t.Helper()
+	var b strings.Builder
+	for _, gvk := range []schema.GroupVersionKind{flux.GitRepositoryGVK, flux.KustomizationGVK, {Version: "v1", Kind: "Secret"}} {
+		u, err := c.Get(ctx, gvk, flux.Namespace, flux.SyncName)
+		if err != nil || u == nil {
+			t.Fatalf("%s %s/%s: %v", gvk.Kind, flux.Namespace, flux.SyncName, err)
+		}
+		v := strconv.FormatInt(u.GetGeneration(), 10)
+		if gvk.Kind == "Secret" {
+			v = u.GetResourceVersion()
+		}
+		b.WriteString(gvk.Kind + "=" + v + " ")
+	}
+	return b.String()
 }
 
 // nodeBinary is the opencsp binary the appliance seed runs.
