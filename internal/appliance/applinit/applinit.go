@@ -105,6 +105,11 @@ func (r *Runner) run(ctx context.Context) (*payload.Settings, error) {
 		return &s, err
 	}
 	r.say("target disk %s (%s)", target, note)
+	// Sizes come from the manifest, so a too-small disk is refused before
+	// the payload is hashed too; Install checks again.
+	if _, _, err := fits(target, m, s); err != nil {
+		return &s, err
+	}
 	if err := verifyPayload(MediumDir, m); err != nil {
 		return &s, err
 	}

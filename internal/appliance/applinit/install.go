@@ -27,20 +27,11 @@ const (
 // Install writes the OS image, the seed and the data partition to target.
 // root is where the payload is (the mounted medium).
 func Install(ctx context.Context, r *Runner, target, root string, m payload.Manifest, s payload.Settings) error {
-	osEntry, ok := m.Find(payload.OSImagePath)
-	if !ok {
-		return fmt.Errorf("manifest has no %s", payload.OSImagePath)
-	}
-	l := payload.DiskLayout(osEntry.Size, m.Total(), s.SeedMiB)
-	seedMiB, dataMiB, need := l.SeedMiB, l.DataMiB, l.Need
-	size, err := deviceSize(target)
+	osEntry, l, err := fits(target, m, s)
 	if err != nil {
 		return err
 	}
-	if size < need {
-		return fmt.Errorf("refusing: target %s has %d bytes, the appliance needs %d (OS image, seed and data partitions); "+
-			"attach a disk of at least %d MiB; disk left untouched", target, size, need, (need+mib-1)/mib)
-	}
+	seedMiB, dataMiB := l.SeedMiB, l.DataMiB
 	if err := r.writeImage(ctx, target, filepath.Join(root, payload.OSImagePath), osEntry); err != nil {
 		return err
 	}
@@ -48,6 +39,25 @@ func Install(ctx context.Context, r *Runner, target, root string, m payload.Mani
 		return err
 	}
 	return nil
+}
+
+// fits sizes the target with the shared layout formula from the manifest's
+// sizes alone (no payload read) and refuses a disk that is too small.
+func fits(target string, m payload.Manifest, s payload.Settings) (payload.File, payload.Layout, error) {
+	osEntry, ok := m.Find(payload.OSImagePath)
+	if !ok {
+		return payload.File{}, payload.Layout{}, fmt.Errorf("manifest has no %s", payload.OSImagePath)
+	}
+	l := payload.DiskLayout(osEntry.Size, m.Total(), s.SeedMiB)
+	size, err := deviceSize(target)
+	if err != nil {
+		return payload.File{}, payload.Layout{}, err
+	}
+	if size < l.Need {
+		return payload.File{}, payload.Layout{}, fmt.Errorf("refusing: target %s has %d bytes, the appliance needs %d (OS image, seed and data partitions); "+
+			"attach a disk of at least %d MiB; disk left untouched", target, size, l.Need, (l.Need+mib-1)/mib)
+	}
+	return osEntry, l, nil
 }
 
 func roundMiB(n int64) int64 { return (n + mib - 1) &^ (mib - 1) }

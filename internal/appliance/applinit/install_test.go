@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -120,4 +121,42 @@ func readWhole(f io.ReadSeeker) ([]byte, error) {
 	b := make([]byte, n)
 	_, err = io.ReadFull(f, b)
 	return b, err
+}
+
+// TestFitsBoundary: a disk of exactly the layout's size is enough, one byte
+// less is refused naming the disk and the size to attach; Install refuses
+// the same disk without writing to it.
+func TestFitsBoundary(t *testing.T) {
+	m := payload.Manifest{Files: []payload.File{
+		{Path: payload.OSImagePath, Size: 3<<20 + 1, SHA256: "x"},
+		{Path: "payload/bin/opencsp", Size: 5 << 20, SHA256: "y"},
+	}}
+	s := payload.Settings{SeedMiB: 8}
+	need := payload.DiskLayout(3<<20+1, m.Total(), 8).Need
+	disk := filepath.Join(t.TempDir(), "disk.raw")
+	for _, size := range []int64{need, need - 1} {
+		if err := os.WriteFile(disk, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(disk, size); err != nil {
+			t.Fatal(err)
+		}
+		_, _, err := fits(disk, m, s)
+		if size == need && err != nil {
+			t.Fatalf("exact size refused: %v", err)
+		}
+		if size < need {
+			want := fmt.Sprintf("refusing: target %s has %d bytes, the appliance needs %d", disk, size, need)
+			if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), fmt.Sprintf("at least %d MiB", (need+mib-1)/mib)) {
+				t.Fatalf("err = %v, want %q", err, want)
+			}
+			if err := Install(context.Background(), &Runner{Out: io.Discard}, disk, t.TempDir(), m, s); err == nil {
+				t.Fatal("Install wrote to a disk that is too small")
+			}
+			b, _ := os.ReadFile(disk)
+			if int64(len(b)) != size || bytes.Count(b, []byte{0}) != len(b) {
+				t.Fatal("refused disk was written to")
+			}
+		}
+	}
 }
