@@ -33,9 +33,37 @@ func Load(path string) (*Config, error) {
 	return Parse(path, filepath.Dir(abs), data)
 }
 
+// LoadForNode is Load for the management node itself (opencsp node
+// bootstrap): it validates only what the node uses (cluster, managementVM
+// name and network, k3s, opsRepo with its auth, components, secrets, flux)
+// and skips what only the installer host needs: infrastructure and its
+// credentials, images, managementVM.ssh (the installer's login) and the
+// appliance build inputs. Those are not on the node, so checking them there
+// would refuse every real operator's config.
+func LoadForNode(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, ErrorList{{Pos: Pos{File: path}, Msg: fmt.Sprintf("cannot read config file: %v; the appliance data directory should hold it", unwrapPathErr(err))}}
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", path, err)
+	}
+	return ParseForNode(path, filepath.Dir(abs), data)
+}
+
 // Parse is Load for bytes already read. name is used in messages; baseDir
 // anchors relative paths in the file.
 func Parse(name, baseDir string, data []byte) (*Config, error) {
+	return parse(name, baseDir, data, false)
+}
+
+// ParseForNode is LoadForNode for bytes already read.
+func ParseForNode(name, baseDir string, data []byte) (*Config, error) {
+	return parse(name, baseDir, data, true)
+}
+
+func parse(name, baseDir string, data []byte, node bool) (*Config, error) {
 	root, errs := parseDocument(name, data)
 	if errs != nil {
 		return nil, errs
@@ -72,9 +100,10 @@ func Parse(name, baseDir string, data []byte) (*Config, error) {
 	cfg.Profile = profile
 	cfg.baseDir = baseDir
 	cfg.Source = name
+	cfg.raw = data
 	applyDefaults(cfg)
 
-	v := &validator{cfg: cfg, pos: d.pos, file: name, baseDir: baseDir, decodeErrs: map[string]bool{}}
+	v := &validator{cfg: cfg, pos: d.pos, file: name, baseDir: baseDir, node: node, decodeErrs: map[string]bool{}}
 	for _, e := range d.errs {
 		v.decodeErrs[e.Field] = true
 	}

@@ -28,6 +28,8 @@ type Config struct {
 	Source string `yaml:"-" json:"-"`
 	// baseDir anchors relative paths in the file.
 	baseDir string
+	// raw is the file as read, for NodeYAML.
+	raw []byte
 }
 
 // Cluster names the OpenCSP installation.

@@ -25,7 +25,9 @@ type validator struct {
 	pos     map[string]Pos
 	file    string
 	baseDir string
-	errs    ErrorList
+	// node limits the checks to what the management node uses (LoadForNode).
+	node bool
+	errs ErrorList
 	// decodeErrs holds fields that already failed to decode; checks of them
 	// or their children would only repeat the problem (e.g. "required").
 	decodeErrs map[string]bool
@@ -90,15 +92,19 @@ func (v *validator) validate() {
 		v.errorf("kind", "must be %s, got %q", Kind, c.Kind)
 	}
 	v.cluster()
-	v.infrastructure()
-	v.images()
+	if !v.node {
+		v.infrastructure()
+		v.images()
+	}
 	v.managementVM()
 	v.k3s()
 	v.opsRepo()
 	v.components()
 	v.secrets()
 	v.flux()
-	v.appliance()
+	if !v.node {
+		v.appliance()
+	}
 }
 
 var (
@@ -393,7 +399,9 @@ func (v *validator) managementVM() {
 		v.errorf(at+".diskGiB", "%d GiB is too small: use at least 20 (100 recommended)", m.DiskGiB)
 	}
 	v.vmNetwork(at+".network", m.Network)
-	v.ssh(at+".ssh", m.SSH)
+	if !v.node { // the installer's login to the VM; the node does not use it
+		v.ssh(at+".ssh", m.SSH)
+	}
 }
 
 func (v *validator) vmNetwork(at string, n VMNetwork) {

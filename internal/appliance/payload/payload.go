@@ -14,15 +14,31 @@ import (
 	"sort"
 )
 
+// Names on the data partition: the appliance copies payload/<name> from the
+// ISO to <name> there, and opencsp node bootstrap reads them on first boot.
+const (
+	ConfigFile   = "opencsp.yaml"  // the node config derived from the install config
+	K3sDir       = "k3s"           // K3s release files
+	ManifestsDir = "manifests"     // Flux + Core manifests
+	ManifestFile = "manifest.json" // sha256 of every payload file
+	SettingsFile = "appliance.json"
+	// SecretsDir holds the credentials the node needs (the ops repo's);
+	// node bootstrap copies them to its state dir with mode 0600, since the
+	// data partition is FAT and has no modes.
+	SecretsDir        = "secrets"
+	OpsRepoTokenFile  = SecretsDir + "/ops-repo-token"
+	OpsRepoSSHKeyFile = SecretsDir + "/ops-repo-ssh-key"
+)
+
 // Paths inside the ISO.
 const (
 	Dir          = "payload"
-	ManifestPath = "payload/manifest.json"
-	SettingsPath = "payload/appliance.json"
-	OSImagePath  = "payload/os.img"
+	ManifestPath = Dir + "/" + ManifestFile
+	SettingsPath = Dir + "/" + SettingsFile
+	OSImagePath  = Dir + "/os.img"
 	// BinaryPath is the opencsp binary the installed system runs on first
 	// boot (opencsp node bootstrap) from the data partition.
-	BinaryPath = "payload/bin/opencsp"
+	BinaryPath = Dir + "/bin/opencsp"
 )
 
 // File is one payload file.
