@@ -134,6 +134,7 @@ func badRefusedKey(t *testing.T, ctx context.Context, bin string, s *sandbox.San
 	before := len(s.PVE.MutatingRequests())
 	r := install(t, ctx, bin, s.Dir, s.Env(), "-c", "refused-key.yaml")
 	out := r.stdout + r.stderr
+	t.Logf("output:\n%s", out)
 	if r.code != 1 {
 		t.Errorf("exit %d, want 1:\n%s", r.code, out)
 	}
