@@ -118,8 +118,11 @@ func newConfigSchemaCmd(a *app) *cobra.Command {
 
 // loadConfig loads the config and prints every problem in it; the returned
 // error carries exit code 2.
-func loadConfig(a *app) (*config.Config, error) {
-	cfg, err := config.Load(a.configPath)
+func loadConfig(a *app) (*config.Config, error) { return loadConfigWith(a, config.Load) }
+
+// loadConfigWith is loadConfig with another loader (config.LoadForNode).
+func loadConfigWith(a *app, load func(string) (*config.Config, error)) (*config.Config, error) {
+	cfg, err := load(a.configPath)
 	var list config.ErrorList
 	if errors.As(err, &list) {
 		if a.output == "json" {

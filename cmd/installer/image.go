@@ -140,7 +140,7 @@ func fromConfig(o *appliance.Options, cfg *config.Config, changed func(flag stri
 		}
 	}
 	o.CacheDir = cacheDir
-	o.Config = cfg.Source
+	o.InstallConfig = cfg
 	s, err := seed.Render(cfg)
 	if err != nil {
 		return usageErrorf("%s: seed: %v", cfg.Source, err)

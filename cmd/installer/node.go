@@ -27,16 +27,10 @@ import (
 	"github.com/opencsp/installer/stages/k3s"
 )
 
-// The appliance data partition (appliance.Build puts payload/<x> there as
-// <x>; the appliance seed mounts it at /var/lib/opencsp/data).
-const (
-	nodeConfigFile = "opencsp.yaml"
-	nodeK3sDir     = "k3s"
-	nodeManifest   = "manifest.json"
-	// nodeStateDir keeps state, kubeconfig, age key and artifact cache on
-	// the node's own disk: the data partition is FAT, without modes.
-	nodeStateDir = "/var/lib/opencsp/state"
-)
+// nodeStateDir keeps state, kubeconfig, age key, the ops-repo credential
+// and the artifact cache on the node's own disk: the data partition (laid
+// out as package payload names it) is FAT, without modes.
+const nodeStateDir = "/var/lib/opencsp/state"
 
 // nodeStageNames are the stages node bootstrap runs, in order.
 var nodeStageNames = []string{k3s.Name, flux.Name}
@@ -68,8 +62,13 @@ directory (no download) with the k3s stage's code, writes the kubeconfig to
 the state dir (default ` + nodeStateDir + `), then bootstraps Flux against
 the config's ops repo with the flux stage's code.
 
-The install config is DIR/` + nodeConfigFile + ` (or --config), the K3s release
-files are in DIR/` + nodeK3sDir + `/. A rerun changes nothing that is already in place.
+The install config is DIR/` + payload.ConfigFile + ` (or --config): the node config
+opencsp image iso derived from the operator's config. Only what the node uses
+is checked (cluster, managementVM network, k3s, opsRepo, components, secrets,
+flux); the Proxmox credentials and the installer's SSH key are not on the node.
+The K3s release files are in DIR/` + payload.K3sDir + `/. The ops-repo credential the
+ISO carries (DIR/` + payload.SecretsDir + `/) is copied to the state dir with mode 0600
+before use and never logged. A rerun changes nothing that is already in place.
 Logs go to stderr (the journal or the serial console) and to node.log in the
 state dir, with secrets redacted.`,
 		Example: `  opencsp node bootstrap --data /var/lib/opencsp/data
@@ -115,13 +114,13 @@ func loadNodeInputs(a *app, configFlag bool, o nodeOptions) (*config.Config, err
 		return nil, err
 	}
 	if !configFlag {
-		a.configPath = filepath.Join(data, nodeConfigFile)
+		a.configPath = filepath.Join(data, payload.ConfigFile)
 	}
-	cfg, err := loadConfig(a)
+	cfg, err := loadConfigWith(a, config.LoadForNode)
 	if err != nil {
 		return nil, err
 	}
-	k3sDir := filepath.Join(data, nodeK3sDir)
+	k3sDir := filepath.Join(data, payload.K3sDir)
 	if err := isDir(k3sDir); err != nil {
 		return nil, usageErrorf("%s: %v; the data directory must carry the K3s release files (opencsp image iso --k3s-dir)", k3sDir, err)
 	}
@@ -147,7 +146,7 @@ func loadNodeInputs(a *app, configFlag bool, o nodeOptions) (*config.Config, err
 // manifest.json (sha256 of every payload file), when there is one: a file
 // damaged on the data partition is named before anything is installed.
 func verifyPayload(data string) error {
-	mpath := filepath.Join(data, nodeManifest)
+	mpath := filepath.Join(data, payload.ManifestFile)
 	var m payload.Manifest
 	if err := payload.ReadJSON(mpath, &m); errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -155,8 +154,8 @@ func verifyPayload(data string) error {
 		return usageErrorf("%v", err)
 	}
 	for _, f := range m.Files {
-		rel, ok := strings.CutPrefix(f.Path, payload.Dir+"/")
-		if !ok || f.Path == payload.OSImagePath {
+		rel, ok := payload.DataPath(f.Path)
+		if !ok {
 			continue // not on the data partition: the OS image is the disk itself
 		}
 		p := filepath.Join(data, filepath.FromSlash(rel))
@@ -192,6 +191,9 @@ func runNodeBootstrap(cmd *cobra.Command, a *app, cfg *config.Config, o nodeOpti
 		return fmt.Errorf("open state dir: %w", err)
 	}
 	defer store.Close()
+	if err := copyNodeSecrets(cfg, a.stateDir); err != nil {
+		return err
+	}
 
 	secrets := logging.NewRedactor()
 	logPath := filepath.Join(a.stateDir, "node.log")
@@ -249,6 +251,64 @@ func runNodeBootstrap(cmd *cobra.Command, a *app, cfg *config.Config, o nodeOpti
 	var out k3s.Outputs
 	if f, err := store.Load(); err == nil && outputsOf(f, k3s.Name, &out) && out.Kubeconfig != "" {
 		fmt.Fprintf(a.stdout, "Kubernetes API: %s\nKubeconfig: %s\n", out.Server, out.Kubeconfig)
+	}
+	return nil
+}
+
+// copyNodeSecrets copies the ops-repo credential files the config names to
+// the state dir with mode 0600 and points the config at the copies: on the
+// FAT data partition every file reads as world-readable, which ssh refuses
+// for a key, and the credential should not stay readable by everyone.
+func copyNodeSecrets(cfg *config.Config, stateDir string) error {
+	auth := &cfg.OpsRepo.Auth
+	if src, ok := auth.Token.FilePath(cfg.BaseDir()); ok {
+		dst := filepath.Join(stateDir, filepath.FromSlash(payload.OpsRepoTokenFile))
+		if err := copySecret(src, dst); err != nil {
+			return fmt.Errorf("opsRepo.auth.token: %w", err)
+		}
+		auth.Token = config.SecretRef("file:" + dst)
+	}
+	if auth.SSHKeyFile != "" {
+		dst := filepath.Join(stateDir, filepath.FromSlash(payload.OpsRepoSSHKeyFile))
+		if err := copySecret(cfg.ResolvePath(auth.SSHKeyFile), dst); err != nil {
+			return fmt.Errorf("opsRepo.auth.sshKeyFile: %w", err)
+		}
+		auth.SSHKeyFile = dst
+	}
+	return nil
+}
+
+// copySecret writes src's bytes to dst (0600, in a 0700 directory) through
+// a temporary file, so a crash leaves the old copy or the new one.
+func copySecret(src, dst string) error {
+	if src == dst {
+		return os.Chmod(dst, 0o600)
+	}
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", src, err)
+	}
+	dir := filepath.Dir(dst)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("secrets dir: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("secrets dir: %w", err)
+	}
+	tmp, err := os.CreateTemp(dir, ".tmp-*") // mode 0600
+	if err != nil {
+		return fmt.Errorf("copy %s: %w", src, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("copy %s: %w", src, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("copy %s: %w", src, err)
+	}
+	if err := os.Rename(tmp.Name(), dst); err != nil {
+		return fmt.Errorf("copy %s to %s: %w", src, dst, err)
 	}
 	return nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/opencsp/installer/internal/appliance/iso"
 	"github.com/opencsp/installer/internal/appliance/kmod"
 	"github.com/opencsp/installer/internal/appliance/payload"
+	"github.com/opencsp/installer/internal/config"
 )
 
 // DefaultCmdline boots the appliance init on the serial console: arguments
@@ -36,12 +37,20 @@ type Options struct {
 	KernelDeb   string
 	FetchKernel func(ctx context.Context) (string, error)
 	// CacheDir, if set, keeps kernels extracted from a .deb for the next build.
-	CacheDir       string
-	InitBinary     string           // static installer binary, becomes /init
-	OSImage        string           // raw OS image (GPT) written to the target disk
-	K3sDir         string           // optional: K3s artifacts, copied to payload/k3s
-	Manifests      fs.FS            // optional: Flux + Core manifests, copied to payload/manifests
-	Config         string           // optional: install config (secrets stay references)
+	CacheDir   string
+	InitBinary string // static installer binary, becomes /init
+	OSImage    string // raw OS image (GPT) written to the target disk
+	K3sDir     string // optional: K3s artifacts, copied to payload/k3s
+	Manifests  fs.FS  // optional: Flux + Core manifests, copied to payload/manifests
+	// InstallConfig is the operator's loaded install config. The build
+	// carries a node config derived from it (config.NodeYAML: no host-only
+	// fields or credentials) and the ops-repo credential it references, in
+	// payload/secrets/, since the node cannot reach the installer host's
+	// environment or files.
+	InstallConfig *config.Config
+	// Config is a config file carried as it is, for builds without an
+	// InstallConfig (tests); it must not need anything from the host.
+	Config         string
 	Settings       payload.Settings // what the appliance does
 	TargetDiskSize int64            // optional: declared target disk size in bytes
 	Boot           iso.Boot
@@ -103,6 +112,9 @@ func (o Options) Validate() error {
 		return inputErr("initBinary", err)
 	}
 	if o.Config != "" {
+		if o.InstallConfig != nil {
+			return inputErr("config", errors.New("set either InstallConfig or Config, not both"))
+		}
 		if err := regular("config", o.Config); err != nil {
 			return err
 		}
@@ -156,21 +168,15 @@ func Build(ctx context.Context, o Options) error {
 	}
 	defer os.RemoveAll(work)
 
-	// The init binary also goes to the data partition: the installed system
-	// runs it on first boot (opencsp node bootstrap, see package seed).
-	files := map[string]string{payload.OSImagePath: o.OSImage, payload.BinaryPath: o.InitBinary}
+	files, err := StageNodeData(filepath.Join(work, "data"), NodeData{
+		Binary: o.InitBinary, Config: o.InstallConfig, K3sDir: o.K3sDir, Manifests: o.Manifests,
+	})
+	if err != nil {
+		return err
+	}
+	files[payload.OSImagePath] = o.OSImage
 	if o.Config != "" {
-		files[path.Join(payload.Dir, "opencsp.yaml")] = o.Config
-	}
-	if o.K3sDir != "" {
-		if err := addDir(files, o.K3sDir, path.Join(payload.Dir, "k3s")); err != nil {
-			return inputErr("k3sDir", err)
-		}
-	}
-	if o.Manifests != nil {
-		if err := stageFS(o.Manifests, filepath.Join(work, "manifests"), files, path.Join(payload.Dir, "manifests")); err != nil {
-			return err
-		}
+		files[path.Join(payload.Dir, payload.ConfigFile)] = o.Config
 	}
 	// Sizes from stat, before hashing: a payload that cannot fit is
 	// refused without reading gigabytes first.
@@ -194,7 +200,7 @@ func Build(ctx context.Context, o Options) error {
 	if err != nil {
 		return inputErr("modulesDir", err)
 	}
-	for name, v := range map[string]any{"manifest.json": m, "appliance.json": o.Settings} {
+	for name, v := range map[string]any{payload.ManifestFile: m, payload.SettingsFile: o.Settings} {
 		b, _ := json.MarshalIndent(v, "", "  ")
 		p := filepath.Join(work, name)
 		if err := os.WriteFile(p, b, 0o644); err != nil {
@@ -215,6 +221,88 @@ func Build(ctx context.Context, o Options) error {
 	}
 	slog.InfoContext(ctx, "building appliance iso", "out", o.Out, "payloadFiles", len(m.Files), "payloadBytes", m.Total(), "modules", len(mods))
 	return iso.Build(ctx, iso.Spec{Kernel: o.Kernel, Initrd: initrd, Cmdline: o.Cmdline, Files: files, Boot: o.Boot}, o.Out)
+}
+
+// NodeData is what the appliance puts on the data partition for the
+// installed node's first boot (opencsp node bootstrap).
+type NodeData struct {
+	Binary    string         // the opencsp binary the node runs
+	Config    *config.Config // optional: the operator's install config
+	K3sDir    string         // optional: K3s release files
+	Manifests fs.FS          // optional: Flux + Core manifests
+}
+
+// StageNodeData writes the generated data-partition files (node config,
+// ops-repo credential, manifests) under dir and returns every file of the
+// data partition as ISO path (payload/<name>) -> source file. The node
+// config is loaded back here as the node will load it, so a config the node
+// would refuse fails the build instead of the first boot.
+func StageNodeData(dir string, d NodeData) (map[string]string, error) {
+	files := map[string]string{payload.BinaryPath: d.Binary}
+	if d.Config != nil {
+		if err := stageNodeConfig(dir, d.Config, files); err != nil {
+			return nil, err
+		}
+	}
+	if d.K3sDir != "" {
+		if err := addDir(files, d.K3sDir, path.Join(payload.Dir, payload.K3sDir)); err != nil {
+			return nil, inputErr("k3sDir", err)
+		}
+	}
+	if d.Manifests != nil {
+		if err := stageFS(d.Manifests, filepath.Join(dir, payload.ManifestsDir), files, path.Join(payload.Dir, payload.ManifestsDir)); err != nil {
+			return nil, err
+		}
+	}
+	return files, nil
+}
+
+// stageNodeConfig resolves the ops-repo credential the config references
+// into dir/secrets/ and writes the node config that points at it.
+func stageNodeConfig(dir string, cfg *config.Config, files map[string]string) error {
+	if err := os.MkdirAll(filepath.Join(dir, payload.SecretsDir), 0o700); err != nil {
+		return fmt.Errorf("stage node data: %w", err)
+	}
+	put := func(name string, data []byte, mode os.FileMode) error {
+		p := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.WriteFile(p, data, mode); err != nil {
+			return fmt.Errorf("stage %s: %w", name, err)
+		}
+		files[path.Join(payload.Dir, name)] = p
+		return nil
+	}
+	const carried = "the appliance carries the ops repo credential for the node's first boot; make it available before building the ISO"
+	var na config.NodeAuth
+	auth := cfg.OpsRepo.Auth
+	if !auth.Token.IsZero() {
+		tok, err := cfg.Secret(auth.Token)
+		if err != nil {
+			return inputErr("opsRepo.auth.token", fmt.Errorf("%s: %w; %s", auth.Token, err, carried))
+		}
+		if err := put(payload.OpsRepoTokenFile, []byte(tok+"\n"), 0o600); err != nil {
+			return err
+		}
+		na.TokenFile = payload.OpsRepoTokenFile
+	}
+	if auth.SSHKeyFile != "" {
+		p := cfg.ResolvePath(auth.SSHKeyFile)
+		key, err := os.ReadFile(p)
+		if err != nil {
+			return inputErr("opsRepo.auth.sshKeyFile", fmt.Errorf("%w; %s", err, carried))
+		}
+		if err := put(payload.OpsRepoSSHKeyFile, key, 0o600); err != nil {
+			return err
+		}
+		na.SSHKeyFile = payload.OpsRepoSSHKeyFile
+	}
+	node, err := cfg.NodeYAML(na)
+	if err != nil {
+		return inputErr("config", fmt.Errorf("derive the node config: %w", err))
+	}
+	if _, err := config.ParseForNode(cfg.Source+" (as node config)", dir, node); err != nil {
+		return inputErr("config", fmt.Errorf("the node config derived from it would not load on the node:\n%w", err))
+	}
+	return put(payload.ConfigFile, node, 0o600)
 }
 
 // kernelFromDeb fetches the .deb if needed and extracts vmlinuz and the

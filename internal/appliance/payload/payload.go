@@ -12,6 +12,7 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
+	"strings"
 )
 
 // Names on the data partition: the appliance copies payload/<name> from the
@@ -40,6 +41,17 @@ const (
 	// boot (opencsp node bootstrap) from the data partition.
 	BinaryPath = Dir + "/bin/opencsp"
 )
+
+// DataPath is where the appliance puts the ISO file p on the data partition
+// (payload/<name> becomes <name>); false for the OS image, which is the
+// disk itself, and for files outside the payload.
+func DataPath(p string) (string, bool) {
+	rel, ok := strings.CutPrefix(path.Clean(p), Dir+"/")
+	if !ok || path.Clean(p) == OSImagePath || rel == "" {
+		return "", false
+	}
+	return rel, true
+}
 
 // File is one payload file.
 type File struct {
