@@ -29,8 +29,17 @@ func newImageCmd(a *app) *cobra.Command {
 		Short: "Build the bootable appliance ISO (BIOS + UEFI, hybrid for USB)",
 		Long: `Builds an ISO that, booted on a machine with an empty disk, writes the OS
 image, a NoCloud seed (CIDATA) and a data partition with the payload (K3s
-artifacts, Flux + Core manifests, the install config, this binary), then
-powers off or reboots.
+artifacts, Flux + Core manifests, a node config, this binary), then powers
+off or reboots.
+
+The node config is derived from the install config: the fields only this
+machine uses (Proxmox/OpenStack credentials, the installer's SSH key, the
+age key path) are left out; the Proxmox token is never on the ISO.
+The ops-repo credential (opsRepo.auth.token or sshKeyFile) IS carried, in
+payload/secrets/, because the node syncs the ops repo on first boot: make it
+a deploy key or token scoped to that one repository, read-only if Flux only
+reads it, and handle the ISO like that secret. A credential the config names
+but that cannot be read now (unset env:, missing file:) fails the build.
 
 The install config (-c) is required: the seed (host name, SSH user and keys,
 network, first-boot "opencsp node bootstrap") is rendered from it, and its

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -75,6 +76,12 @@ func without(flags []string, name string) []string {
 	return out
 }
 
+// httpsOpsRepo switches the example's ops repo to https with token ref.
+func httpsOpsRepo(s, ref string) string {
+	s = strings.Replace(s, "url: ssh://git@git.example.net/ops/opencsp.git", "url: https://git.example.net/ops/opencsp.git", 1)
+	return strings.Replace(s, "    sshKeyFile: id_ed25519\n", "    token: "+ref+"\n", 1)
+}
+
 func noKernelInConfig(s string) string {
 	return strings.Replace(s, "  kernel:\n    deb: ./linux-image-amd64.deb\n", "", 1)
 }
@@ -128,6 +135,9 @@ func TestImageISOBadInputs(t *testing.T) {
 				return append([]string{"-c", file}, append(without(flags, "--init-binary"), "--init-binary", "/bin/true")...)
 			},
 			[]string{"initBinary", "/bin/true is dynamically linked", "CGO_ENABLED=0"}},
+		{"ops repo token unset", func(s string) string { return httpsOpsRepo(noKernelInConfig(s), "env:OPENCSP_TEST_UNSET_GIT_TOKEN") },
+			func(_, file string, flags []string) []string { return append([]string{"-c", file}, flags...) },
+			[]string{"opsRepo.auth.token", "OPENCSP_TEST_UNSET_GIT_TOKEN is not set"}},
 		{"bad --target-disk", noKernelInConfig,
 			func(_, file string, flags []string) []string {
 				return append([]string{"-c", file, "--target-disk", "sda"}, flags...)
@@ -157,7 +167,9 @@ func TestImageISOBadInputs(t *testing.T) {
 
 // TestImageISOFromConfig builds an ISO from the appliance config with a
 // real kernel's modules and reads the settings back with xorriso: the
-// seed, wipe and after come from the config, the output path too.
+// seed, wipe and after come from the config, the output path too. The
+// config has a PVE token (env) and a git token (file): the ISO carries the
+// git token in its secrets file only, and the PVE token nowhere.
 func TestImageISOFromConfig(t *testing.T) {
 	mods, _ := filepath.Glob("../../.cache/appliance/kernel/lib/modules/*")
 	vmlinuz, _ := filepath.Glob("../../.cache/appliance/kernel/boot/vmlinuz-*")
@@ -173,10 +185,14 @@ func TestImageISOFromConfig(t *testing.T) {
 		}
 	}
 	dir, file, flags := imageDir(t, func(s string) string {
-		s = noKernelInConfig(s)
+		s = httpsOpsRepo(noKernelInConfig(s), "file:./git-token")
 		s = strings.Replace(s, "  wipe: false\n", "  wipe: true\n", 1)
 		return strings.Replace(s, "  after: poweroff\n", "  after: reboot\n", 1)
 	})
+	const gitToken = "git-token-on-the-iso-6e0b"
+	if err := os.WriteFile(filepath.Join(dir, "git-token"), []byte(gitToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	absMods, _ := filepath.Abs(mods[0])
 	absKernel, _ := filepath.Abs(vmlinuz[0])
 	flags = without(without(without(without(without(flags, "--modules-dir"), "--kernel"), "--isolinux-bin"), "--ldlinux-c32"), "--isohdpfx-bin")
@@ -229,6 +245,46 @@ func TestImageISOFromConfig(t *testing.T) {
 		t.Errorf("payload binary: %v", err)
 	} else {
 		f.Close()
+	}
+
+	// The PVE token is nowhere in the ISO's bytes; the git token is there
+	// once, in the secrets file, and the node config only refers to it.
+	isoBytes, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(isoBytes, []byte("pve-secret-value-123")) {
+		t.Error("the PVE token secret is in the ISO")
+	}
+	if n := bytes.Count(isoBytes, []byte(gitToken)); n != 1 {
+		t.Errorf("the git token occurs %d times in the ISO, want once (the secrets file)", n)
+	}
+	extract := func(isoPath string) string {
+		p := filepath.Join(t.TempDir(), path.Base(isoPath))
+		if b, err := exec.Command("xorriso", "-osirrox", "on", "-indev", out, "-extract", "/"+isoPath, p).CombinedOutput(); err != nil {
+			t.Fatalf("xorriso extract %s: %v\n%s", isoPath, err, b)
+		}
+		b, _ := os.ReadFile(p)
+		return string(b)
+	}
+	if tok := extract(payload.Dir + "/" + payload.OpsRepoTokenFile); tok != gitToken+"\n" {
+		t.Errorf("%s = %q, want the git token", payload.OpsRepoTokenFile, tok)
+	}
+	node := extract(payload.Dir + "/" + payload.ConfigFile)
+	for _, gone := range []string{gitToken, "PVE_TOKEN_SECRET", "privateKeyFile", "./git-token"} {
+		if strings.Contains(node, gone) {
+			t.Errorf("node config holds %q:\n%s", gone, node)
+		}
+	}
+	if !strings.Contains(node, "token: file:"+payload.OpsRepoTokenFile) {
+		t.Errorf("node config does not refer to the carried token:\n%s", node)
+	}
+	var m payload.Manifest
+	if err := json.Unmarshal([]byte(extract(payload.ManifestPath)), &m); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m.Find(payload.Dir + "/" + payload.OpsRepoTokenFile); !ok {
+		t.Errorf("manifest does not list %s", payload.OpsRepoTokenFile)
 	}
 }
 
