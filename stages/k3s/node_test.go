@@ -23,8 +23,10 @@ import (
 	"github.com/opencsp/installer/e2e/k3sstandin"
 	"github.com/opencsp/installer/e2e/standin"
 	"github.com/opencsp/installer/e2e/standin/seed"
+	"github.com/opencsp/installer/internal/appliance"
 	"github.com/opencsp/installer/internal/appliance/payload"
 	applianceseed "github.com/opencsp/installer/internal/appliance/seed"
+	"github.com/opencsp/installer/internal/config"
 	"github.com/opencsp/installer/stages/flux"
 	"github.com/opencsp/installer/stages/flux/kube"
 )
@@ -38,6 +40,8 @@ const (
 	nodeLog      = "/var/log/opencsp-node.log"
 	nodeReady    = nodeData + "/.ready"
 	nodeGitToken = "git-token-never-logged-5d1c"
+	nodePVEEnv   = "OPENCSP_NODE_TEST_PVE_TOKEN"
+	nodePVEToken = "pve-token-never-on-the-node-81e2"
 )
 
 const nodeConfig = `apiVersion: opencsp.io/v1alpha1
@@ -51,7 +55,7 @@ infrastructure:
   proxmox:
     endpoint: https://pve1.example.net:8006
     tokenID: opencsp@pve!installer
-    tokenSecret: file:./pve-token
+    tokenSecret: env:OPENCSP_NODE_TEST_PVE_TOKEN
     nodes: [pve1]
 managementVM:
   name: mgmt
@@ -73,8 +77,10 @@ opsRepo:
 
 // TestNodeBootstrapOnStandin runs `opencsp node bootstrap` the way the
 // appliance's first boot does: from cloud-init's runcmd inside a VM stand-in,
-// as root, with the data directory holding the binary, the install config,
-// the payload manifest and the K3s stand-in release. The ops repo is on the
+// as root, with the data directory the ISO build stages from an operator's
+// config (appliance.StageNodeData: binary, node config, ops-repo token under
+// secrets/, K3s stand-in release) plus the payload manifest. The operator's
+// PVE token (env:) and login key exist only on the test host. The ops repo is on the
 // e2e git server (on the bridge, which the VM reaches); Flux's real source-
 // and kustomize-controller run on the host against the node's API, as in
 // e2e/sandbox.
@@ -115,36 +121,47 @@ func TestNodeBootstrapOnStandin(t *testing.T) {
 	}
 	mac := net.HardwareAddr{0xbc, 0x24, 0x11, 0x6b, 0x33, 0x02}
 
-	// The data directory, as the appliance leaves it on the data partition.
+	// The operator's side: the install config with the PVE token from the
+	// environment and the git token and login key from files of this host.
 	key := newLoginKey(t, work, "id_ed25519")
-	cfg := strings.NewReplacer("ADDRESS", addr.String(), "GATEWAY", n.Gateway().String(), "OPSURL", git.URL("ops")).Replace(nodeConfig)
-	files := map[string]string{
-		"opencsp.yaml": "", "id_ed25519": key.file,
-		binInData: bin, "k3s/" + k3sstandin.BinaryName: rel.Path(k3sstandin.BinaryName), "k3s/" + k3sstandin.ImagesName: rel.Path(k3sstandin.ImagesName),
-		"k3s/" + k3sstandin.ChecksumsName: rel.Path(k3sstandin.ChecksumsName), "k3s/" + k3sstandin.ScriptName: rel.Path(k3sstandin.ScriptName),
-	}
-	for name, content := range map[string]string{"opencsp.yaml": cfg, "git-token": nodeGitToken + "\n", "pve-token": "pve-token-unused\n"} {
-		p := filepath.Join(work, "src-"+name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+	cfgText := strings.NewReplacer("ADDRESS", addr.String(), "GATEWAY", n.Gateway().String(), "OPSURL", git.URL("ops")).Replace(nodeConfig)
+	for name, content := range map[string]string{"opencsp.yaml": cfgText, "git-token": nodeGitToken + "\n"} {
+		if err := os.WriteFile(filepath.Join(work, name), []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		files[name] = p
 	}
-
-	// The payload manifest the appliance leaves next to the files (ISO paths
-	// payload/<x>); node bootstrap checks every file against it.
-	listed := map[string]string{}
-	for name, src := range files {
-		listed[payload.Dir+"/"+name] = src
+	t.Setenv(nodePVEEnv, nodePVEToken)
+	cfg, err := config.Load(filepath.Join(work, "opencsp.yaml"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	m, err := payload.Build(listed)
+	os.Unsetenv(nodePVEEnv) // the build does not need it; nothing may carry it
+	// The data directory, staged as the ISO build does, by ISO path
+	// (payload/<x>), with the payload manifest node bootstrap checks.
+	staged, err := appliance.StageNodeData(filepath.Join(work, "stage"), appliance.NodeData{Binary: bin, Config: cfg, K3sDir: rel.Dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := payload.Build(staged)
 	if err != nil {
 		t.Fatal(err)
 	}
 	mb, _ := json.Marshal(m)
-	files["manifest.json"] = filepath.Join(work, "manifest.json")
-	if err := os.WriteFile(files["manifest.json"], mb, 0o600); err != nil {
+	files := map[string]string{payload.ManifestFile: filepath.Join(work, payload.ManifestFile)}
+	if err := os.WriteFile(files[payload.ManifestFile], mb, 0o600); err != nil {
 		t.Fatal(err)
+	}
+	for iso, src := range staged {
+		name, ok := payload.DataPath(iso)
+		if !ok {
+			t.Fatalf("staged %s is not on the data partition", iso)
+		}
+		files[name] = src
+	}
+	for name, src := range files {
+		if b, _ := os.ReadFile(src); strings.Contains(string(b), nodePVEToken) || strings.Contains(string(b), nodePVEEnv) {
+			t.Fatalf("data file %s holds the PVE token or its reference", name)
+		}
 	}
 
 	// cloud-init's runcmd waits for the data (copied in once the container
@@ -170,7 +187,8 @@ func TestNodeBootstrapOnStandin(t *testing.T) {
 	defer fluxSide.stop()
 	root := inst.RootDir()
 	for name, src := range files {
-		mode := os.FileMode(0o600)
+		// FAT has no modes: the data partition shows every file readable.
+		mode := os.FileMode(0o644)
 		if name == binInData {
 			mode = 0o755
 		}
@@ -241,6 +259,12 @@ func TestNodeBootstrapOnStandin(t *testing.T) {
 		if b, err := os.ReadFile(filepath.Join(root, p)); err != nil || strings.Contains(string(b), nodeGitToken) {
 			t.Errorf("%s: %v, or it holds the git token", p, err)
 		}
+	}
+	// The token from the data partition was used from a 0600 copy in the
+	// state dir.
+	tokenCopy := nodeState + "/" + payload.OpsRepoTokenFile
+	if mode := exec1(t, ctx, inst, "stat", "-c", "%a %U", tokenCopy, filepath.Dir(tokenCopy)); mode != "600 root\n700 root" {
+		t.Errorf("%s and its dir: mode and owner %q, want 600 root and 700 root", tokenCopy, mode)
 	}
 
 	// A second run changes nothing and says so: same k3s process, files
@@ -321,7 +345,7 @@ func fluxObjects(t *testing.T, ctx context.Context, c *kube.Client) string {
 func nodeBinary() string { return applianceseed.Command()[0] }
 
 // binInData is the binary's path inside the data directory.
-var binInData = strings.TrimPrefix(payload.BinaryPath, payload.Dir+"/")
+var binInData, _ = payload.DataPath(payload.BinaryPath)
 
 func gitHead(t *testing.T, repo string) string {
 	t.Helper()
