@@ -309,6 +309,23 @@ func TestStageFlags(t *testing.T) {
 	if r := opencsp(t, dir, "install", "-c", file, "--only", "preflight"); r.code != 0 {
 		t.Errorf("--only preflight: exit %d: %s", r.code, r.stderr)
 	}
+	// --only preflight is the readiness check: it lists the ops repo too.
+	path := filepath.Join(dir, file)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := filepath.Join(dir, "no-such-repo.git")
+	s := strings.Replace(string(b), "url: file://"+filepath.Join(dir, "ops.git"), "url: file://"+gone, 1)
+	if s == string(b) {
+		t.Fatal("could not point opsRepo.url elsewhere")
+	}
+	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := opencsp(t, dir, "install", "-c", file, "--only", "preflight"); r.code != 1 || !strings.Contains(r.stderr, "opsRepo.url") {
+		t.Errorf("--only preflight with a missing ops repo: exit %d, want 1 naming opsRepo.url:\n%s", r.code, r.stderr)
+	}
 }
 
 func TestVersionAndCompletion(t *testing.T) {

@@ -51,10 +51,10 @@ is skipped, so rerunning the same command resumes where the last run stopped.`,
 			if err := checkProvider(a, cfg); err != nil {
 				return err
 			}
-			// Preflight lists the ops repo unless one stage is run alone
-			// (then the run never reaches the repo; the flux stage reports
-			// its own errors).
-			pipe.Preflight.OpsRepo = opts.Only == ""
+			// Preflight lists the ops repo, also when it runs alone (`--only
+			// preflight` is how an operator checks readiness); another stage
+			// run alone never reaches the repo check.
+			pipe.Preflight.OpsRepo = opts.Only == "" || opts.Only == "preflight"
 			return runInstall(cmd, a, cfg, opts, pipe)
 		},
 	}

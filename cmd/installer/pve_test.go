@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -25,12 +26,18 @@ func pointAtPVE(t *testing.T, dir, file string) *pvetest.PVE {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The ops repo preflight lists: an empty bare repository on disk.
+	repo := filepath.Join(dir, "ops.git")
+	if out, err := exec.Command("git", "init", "-q", "--bare", repo).CombinedOutput(); err != nil {
+		t.Fatalf("git init: %v: %s", err, out)
+	}
 	s := strings.NewReplacer(
 		"endpoint: https://pve1.example.net:8006", "endpoint: "+pve.URL,
+		"url: ssh://git@git.example.net/ops/opencsp.git", "url: file://"+repo,
 		`# fingerprint: "AB:CD:...:EF"`, `fingerprint: "`+pve.Fingerprint+`"`,
 		"  - debian-12\n", "  - ./debian-12.yaml\n",
 	).Replace(string(b))
-	if s == string(b) || !strings.Contains(s, pve.Fingerprint) || !strings.Contains(s, "./debian-12.yaml") {
+	if s == string(b) || !strings.Contains(s, pve.Fingerprint) || !strings.Contains(s, "./debian-12.yaml") || !strings.Contains(s, "file://"+repo) {
 		t.Fatalf("example config did not take the emulator's settings:\n%s", s)
 	}
 	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
