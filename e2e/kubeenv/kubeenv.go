@@ -328,7 +328,14 @@ func (e *Env) installFluxCRDs(ctx context.Context) error {
 }
 
 func (e *Env) startControllers(ctx context.Context) error {
-	ctlEnv := e.baseEnv("KUBECONFIG="+e.Kubeconfig, "RUNTIME_NAMESPACE="+fluxNamespace)
+	// A TMPDIR of their own: kustomize-controller purges every kustomization-* dir in its
+	// temp dir when it starts, which would break the builds of another environment's (or a
+	// sandbox's) kustomize-controller sharing /tmp. exec keeps the last TMPDIR given.
+	tmp := e.path("flux", "tmp")
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		return err
+	}
+	ctlEnv := e.baseEnv("KUBECONFIG="+e.Kubeconfig, "RUNTIME_NAMESPACE="+fluxNamespace, "TMPDIR="+tmp)
 	storage := e.path("flux", "storage")
 	if err := os.MkdirAll(storage, 0o755); err != nil {
 		return err
