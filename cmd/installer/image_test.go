@@ -253,6 +253,9 @@ func TestImageISOFromConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if fi, err := os.Stat(out); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("%s: %v, mode %v; want 0600, it carries the git token", out, err, fi.Mode().Perm())
+	}
 	if bytes.Contains(isoBytes, []byte("pve-secret-value-123")) {
 		t.Error("the PVE token secret is in the ISO")
 	}

@@ -220,7 +220,27 @@ func Build(ctx context.Context, o Options) error {
 		o.Boot.EFIImage = efi
 	}
 	slog.InfoContext(ctx, "building appliance iso", "out", o.Out, "payloadFiles", len(m.Files), "payloadBytes", m.Total(), "modules", len(mods))
-	return iso.Build(ctx, iso.Spec{Kernel: o.Kernel, Initrd: initrd, Cmdline: o.Cmdline, Files: files, Boot: o.Boot}, o.Out)
+	if err := iso.Build(ctx, iso.Spec{Kernel: o.Kernel, Initrd: initrd, Cmdline: o.Cmdline, Files: files, Boot: o.Boot}, o.Out); err != nil {
+		return err
+	}
+	if carriesSecret(m) {
+		// The ISO is as secret as the credential in it: only its owner reads it.
+		if err := os.Chmod(o.Out, 0o600); err != nil {
+			return fmt.Errorf("restrict %s: %w", o.Out, err)
+		}
+		slog.InfoContext(ctx, "the ISO carries the ops-repo credential: keep it like that secret", "out", o.Out, "mode", "0600")
+	}
+	return nil
+}
+
+// carriesSecret reports whether the payload holds a file of payload/secrets/.
+func carriesSecret(m payload.Manifest) bool {
+	for _, f := range m.Files {
+		if strings.HasPrefix(f.Path, path.Join(payload.Dir, payload.SecretsDir)+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 // NodeData is what the appliance puts on the data partition for the
