@@ -36,10 +36,11 @@ The node config is derived from the install config: the fields only this
 machine uses (Proxmox/OpenStack credentials, the installer's SSH key, the
 age key path) are left out; the Proxmox token is never on the ISO.
 The ops-repo credential (opsRepo.auth.token or sshKeyFile) IS carried, in
-payload/secrets/, because the node syncs the ops repo on first boot: make it
-a deploy key or token scoped to that one repository, read-only if Flux only
-reads it, and handle the ISO like that secret. A credential the config names
-but that cannot be read now (unset env:, missing file:) fails the build.
+payload/secrets/, because the node pushes to and syncs from the ops repo on
+first boot: make it a deploy key or token scoped to that one repository, and
+handle the ISO like that secret (it is written with mode 0600). A credential
+the config names but that cannot be read now (unset env:, missing file:)
+fails the build.
 
 The install config (-c) is required: the seed (host name, SSH user and keys,
 network, first-boot "opencsp node bootstrap") is rendered from it, and its
