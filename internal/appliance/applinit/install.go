@@ -218,7 +218,7 @@ func (r *Runner) addPartitions(target, root string, m payload.Manifest, s payloa
 		return fmt.Errorf("manifest: %w", err)
 	}
 	defer mb.Close()
-	if err := writeFS(data, "/manifest.json", mb); err != nil {
+	if err := writeFS(data, "/"+payload.ManifestFile, mb); err != nil {
 		return fmt.Errorf("data manifest: %w", err)
 	}
 	r.say("data partition %d (%s) written (%d files)", n, DataLabel, files)
