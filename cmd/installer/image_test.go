@@ -289,6 +289,21 @@ func TestImageISOFromConfig(t *testing.T) {
 	if _, ok := m.Find(payload.Dir + "/" + payload.OpsRepoTokenFile); !ok {
 		t.Errorf("manifest does not list %s", payload.OpsRepoTokenFile)
 	}
+
+	// Reproducible: the same config and inputs give the same bytes.
+	again := filepath.Join(dir, "again.iso")
+	if r := opencsp(t, dir, append(args, "-o", again)...); r.code != 0 {
+		t.Fatalf("second image iso: exit %d\n%s", r.code, r.stderr)
+	}
+	againBytes, err := os.ReadFile(again)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := sha256.Sum256(isoBytes), sha256.Sum256(againBytes); a != b {
+		t.Errorf("two builds from the same inputs differ: sha256 %x vs %x", a, b)
+	} else {
+		t.Logf("two builds, one sha256: %x (%d bytes)", a, len(isoBytes))
+	}
 }
 
 // TestImageKernelURL: appliance.kernel.url is fetched through the artifact
