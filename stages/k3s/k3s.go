@@ -107,13 +107,20 @@ type inputs struct {
 	HostKeyFingerprint string     `json:"host_key_fingerprint"`
 	Port               int        `json:"port"`
 	Local              bool       `json:"local,omitempty"`
+	// Method is set for provision method appliance only (adopt, not
+	// install), so cloud-image fingerprints stay as they were.
+	Method string `json:"method,omitempty"`
 }
 
 // Inputs implements stages.Stage: the K3s settings and how to log in.
 func (s *Stage) Inputs(cfg *config.Config) any {
 	ssh := cfg.ManagementVM.SSH
-	return inputs{K3s: cfg.K3s, User: ssh.User, KeyFile: ssh.PrivateKeyFile, HostKeyFingerprint: ssh.HostKeyFingerprint,
+	in := inputs{K3s: cfg.K3s, User: ssh.User, KeyFile: ssh.PrivateKeyFile, HostKeyFingerprint: ssh.HostKeyFingerprint,
 		Port: ssh.Port, Local: s.opts.Local != nil}
+	if s.adopts(cfg) {
+		in.Method = cfg.ManagementVM.Provision.Method
+	}
+	return in
 }
 
 // localServer is where this machine's own API server answers in local mode.
@@ -142,7 +149,8 @@ func (s *Stage) target(env *stages.Env) (target, error) {
 		return target{}, fmt.Errorf("management VM address from stage %s: %w", provision.Name, err)
 	}
 	node := strings.ToLower(prov.Name)
-	if node == "" {
+	if node == "" || s.adopts(env.Config) {
+		// The appliance node named itself from the config (localTarget).
 		node = strings.ToLower(env.Config.ManagementVM.Name)
 	}
 	if node == "" {
@@ -211,6 +219,12 @@ func (s *Stage) Plan(ctx context.Context, env *stages.Env) ([]stages.Change, err
 		return nil, err
 	}
 	target := "k3s on " + t.where
+	if s.adopts(env.Config) {
+		if out.Kubeconfig != "" && out.Address == t.addr {
+			return nil, nil
+		}
+		return []stages.Change{{Action: "adopt", Target: target, Detail: "installed by the appliance's first boot; fetch its kubeconfig"}}, nil
+	}
 	switch {
 	case out.Version == "" || out.Address != t.addr:
 		return []stages.Change{{Action: "install", Target: target, Detail: want + ", node " + t.node}}, nil
@@ -237,6 +251,9 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) error {
 		return err
 	}
 	defer c.Close()
+	if s.adopts(env.Config) {
+		return s.adopt(ctx, env, c, t, &out)
+	}
 
 	want := env.Config.K3s.Version
 	st, err := probe(ctx, c)
@@ -270,18 +287,29 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) error {
 	if err != nil {
 		return err
 	}
-	kcPath := filepath.Join(env.StateDir, KubeconfigFile)
-	if old, err := os.ReadFile(kcPath); err != nil || !bytes.Equal(old, kc) {
-		if err := writePrivate(kcPath, kc); err != nil {
-			return fmt.Errorf("save kubeconfig: %w", err)
-		}
+	if err := saveKubeconfig(env, kc); err != nil {
+		return err
 	}
 	out.Version, out.NodeName, out.ConfigDigest = want, t.node, t.digest
-	out.Kubeconfig, out.Server = kcPath, t.server
+	out.Kubeconfig, out.Server = kubeconfigPath(env), t.server
 	if s.opts.Local != nil {
 		out.Address = t.addr
 	}
 	return env.SetOutputs(out)
+}
+
+func kubeconfigPath(env *stages.Env) string { return filepath.Join(env.StateDir, KubeconfigFile) }
+
+// saveKubeconfig writes kc (0600) unless it is there already.
+func saveKubeconfig(env *stages.Env, kc []byte) error {
+	p := kubeconfigPath(env)
+	if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, kc) {
+		return nil
+	}
+	if err := writePrivate(p, kc); err != nil {
+		return fmt.Errorf("save kubeconfig: %w", err)
+	}
+	return nil
 }
 
 // connect logs in with the host key pinned: the key recorded for this
