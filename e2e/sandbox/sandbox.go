@@ -74,6 +74,9 @@ type Options struct {
 	Log io.Writer
 	// ToolsDir overrides where e2e/tools put their binaries.
 	ToolsDir string
+	// Appliance writes a config with provision method appliance and makes
+	// the sandbox act as the appliance ISO (appliance.go).
+	Appliance bool
 }
 
 // Sandbox is a running sandbox.
@@ -100,6 +103,12 @@ type Sandbox struct {
 	toolsDir string
 	fluxMu   sync.Mutex
 	fluxBusy bool
+	// appliance mode (appliance.go): the K3s release the ISO carries, the
+	// kernel .deb, and what each VM's appliance run wrote (by VMID, s.mu).
+	appliance bool
+	k3sDir    string
+	kernelDeb string
+	installed map[int]*installedDisk
 }
 
 type vm struct {
@@ -151,7 +160,7 @@ func Up(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	s := &Sandbox{Dir: dir, Config: filepath.Join(dir, ConfigFile), vms: map[int]*vm{},
+	s := &Sandbox{Dir: dir, Config: filepath.Join(dir, ConfigFile), vms: map[int]*vm{}, appliance: opts.Appliance, installed: map[int]*installedDisk{},
 		log: log.New(opts.Log, "sandbox: ", log.Ltime), toolsDir: opts.ToolsDir}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	defer func() {
@@ -180,17 +189,11 @@ func Up(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 	if err := s.serveArtifacts(); err != nil {
 		return nil, err
 	}
-
-	token := randomHex(16)
-	s.Git, err = gitserver.Start(gitserver.Options{Dir: filepath.Join(dir, "git"), Token: token, User: "opencsp"})
-	if err != nil {
-		return nil, fmt.Errorf("sandbox: git server: %w", err)
+	if opts.Appliance {
+		if err := s.prepareAppliance(ctx, rel); err != nil {
+			return nil, err
+		}
 	}
-	s.closers = append(s.closers, s.Git.Close)
-	if _, err := s.Git.NewRepo("ops", "main"); err != nil {
-		return nil, err
-	}
-	s.log.Printf("git server: ops repo %s", s.Git.URL("ops"))
 
 	start = time.Now()
 	s.Host, err = standin.NewHost(ctx, standin.HostConfig{Prefix: opts.Prefix})
@@ -202,12 +205,29 @@ func Up(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 	s.VMAddress = n.Address(10)
 	s.log.Printf("stand-in bridge %s, host %s (golden tree ready in %s)", n.Bridge(), n.HostAddress(), time.Since(start).Round(100*time.Millisecond))
 
+	token := randomHex(16)
+	gitOpts := gitserver.Options{Dir: filepath.Join(dir, "git"), Token: token, User: "opencsp"}
+	if opts.Appliance {
+		// The node pushes to the ops repo itself (node bootstrap): listen
+		// where the VM stand-ins reach the host, not on loopback.
+		gitOpts.Addr = net.JoinHostPort(n.Gateway().String(), "0")
+	}
+	s.Git, err = gitserver.Start(gitOpts)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: git server: %w", err)
+	}
+	s.closers = append(s.closers, s.Git.Close)
+	if _, err := s.Git.NewRepo("ops", "main"); err != nil {
+		return nil, err
+	}
+	s.log.Printf("git server: ops repo %s", s.Git.URL("ops"))
+
 	reqLog, err := os.OpenFile(filepath.Join(dir, "pve-requests.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, err
 	}
 	s.closers = append(s.closers, reqLog.Close)
-	s.PVE, err = pvesim.New(pvesim.Options{
+	popts := pvesim.Options{
 		Nodes:      opts.Nodes,
 		TokenID:    "opencsp@pve!installer",
 		DNSServers: []string{n.Gateway().String()},
@@ -217,7 +237,11 @@ func Up(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 		OnStop:     s.onStop,
 		Log:        reqLog,
 		DataDir:    filepath.Join(dir, "pve"),
-	})
+	}
+	if opts.Appliance {
+		popts.OnApplianceBoot = s.onApplianceBoot
+	}
+	s.PVE, err = pvesim.New(popts)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: PVE emulator: %w", err)
 	}
@@ -364,6 +388,9 @@ secrets:
   ageKeyFile: ./age.key
 `, s.PVE.URL(), s.PVE.TokenID(), TokenEnv, s.PVE.Fingerprint(), nodes, ImageDefFile,
 		s.VMAddress, n.Gateway(), n.Gateway(), KeyFile, K3sVersion, s.K3s.Mirror(), s.Git.URL("ops"), GitTokenFile)
+	if s.appliance {
+		cfg = s.applianceConfig(cfg)
+	}
 	for _, f := range []struct {
 		name string
 		data []byte
@@ -397,9 +424,8 @@ func (s *Sandbox) addressFor(vmid int, _ string) (string, bool) {
 // onStart boots a stand-in for the VM with the seed the emulator rendered,
 // net0's MAC and ipconfig0's address.
 func (s *Sandbox) onStart(ev pvesim.VMEvent) error {
-	addr, gw, err := ipconfig(ev.Config["ipconfig0"])
-	if err != nil {
-		return fmt.Errorf("sandbox: VM %d: %v", ev.VMID, err)
+	if ev.ISO != "" {
+		return nil // the installer ISO runs no OS: onApplianceBoot acts as the appliance
 	}
 	if len(ev.MACs) == 0 {
 		return fmt.Errorf("sandbox: VM %d has no net0", ev.VMID)
@@ -409,6 +435,21 @@ func (s *Sandbox) onStart(ev pvesim.VMEvent) error {
 		return err
 	}
 	name := fmt.Sprintf("vm%d", ev.VMID)
+	// A disk the appliance wrote boots with its seed and data (appliance.go);
+	// any other VM is a cloud-image clone with pvesim's cloud-init drive.
+	spec, fromAppliance, err := s.applianceSpec(ev)
+	if err != nil {
+		return fmt.Errorf("sandbox: VM %d: %w", ev.VMID, err)
+	}
+	if !fromAppliance {
+		addr, gw, err := ipconfig(ev.Config["ipconfig0"])
+		if err != nil {
+			return fmt.Errorf("sandbox: VM %d: %v", ev.VMID, err)
+		}
+		spec = standin.InstanceSpec{Address: addr, Gateway: gw,
+			Seed: standin.Seed{UserData: []byte(ev.UserData), MetaData: []byte(ev.MetaData), NetworkConfig: []byte(ev.NetworkConfig)}}
+	}
+	spec.Name, spec.MAC = name, mac
 	s.mu.Lock()
 	if old := s.vms[ev.VMID]; old != nil {
 		if old.inst.Running() {
@@ -423,8 +464,7 @@ func (s *Sandbox) onStart(ev pvesim.VMEvent) error {
 		s.mu.Lock()
 	}
 	s.mu.Unlock()
-	inst, err := s.Host.Start(s.ctx, standin.InstanceSpec{Name: name, Address: addr, Gateway: gw, MAC: mac,
-		Seed: standin.Seed{UserData: []byte(ev.UserData), MetaData: []byte(ev.MetaData), NetworkConfig: []byte(ev.NetworkConfig)}})
+	inst, err := s.Host.Start(s.ctx, spec)
 	if err != nil {
 		return fmt.Errorf("sandbox: VM %d stand-in: %w", ev.VMID, err)
 	}
@@ -432,7 +472,21 @@ func (s *Sandbox) onStart(ev pvesim.VMEvent) error {
 	s.mu.Lock()
 	s.vms[ev.VMID] = v
 	s.mu.Unlock()
-	s.log.Printf("VM %d (%s) started on %s: stand-in %s at %s, console %s", ev.VMID, ev.Name, ev.Node, inst.Machine(), addr, inst.Console())
+	s.log.Printf("VM %d (%s) started on %s: stand-in %s at %s, console %s", ev.VMID, ev.Name, ev.Node, inst.Machine(), spec.Address, inst.Console())
+	if fromAppliance {
+		// The node's first boot (cloud-init runcmd: node bootstrap) waits
+		// for Flux, so the Flux side cannot wait for cloud-init to finish,
+		// nor the guest agent's address.
+		s.reaperWG.Add(2)
+		go func() {
+			defer s.reaperWG.Done()
+			s.runFlux(s.ctx, ev.VMID, inst)
+		}()
+		go func() {
+			defer s.reaperWG.Done()
+			s.addressUp(v)
+		}()
+	}
 	s.reaperWG.Add(1)
 	go func() {
 		defer s.reaperWG.Done()
@@ -448,7 +502,9 @@ func (s *Sandbox) onStart(ev pvesim.VMEvent) error {
 			return
 		}
 		s.log.Printf("VM %d booted (cloud-init done) in %s", ev.VMID, time.Since(begin).Round(100*time.Millisecond))
-		s.runFlux(s.ctx, ev.VMID, inst)
+		if !fromAppliance {
+			s.runFlux(s.ctx, ev.VMID, inst)
+		}
 	}()
 	return nil
 }

@@ -165,6 +165,10 @@ type InstanceSpec struct {
 	IfName string
 	// Seed is the NoCloud seed.
 	Seed Seed
+	// Prepare, if set, runs on the root tree after the overlay is mounted and before the
+	// instance boots: files the VM's disk already holds when it starts (e2e/sandbox's
+	// appliance data partition), with no race against cloud-init.
+	Prepare func(root string) error
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$`)
@@ -266,6 +270,11 @@ func (h *Host) Start(ctx context.Context, spec InstanceSpec) (_ *Instance, err e
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", h.golden, in.upper, filepath.Join(in.dir, "work"))
 	if err := unix.Mount("overlay", in.merged, "overlay", 0, opts); err != nil {
 		return nil, fmt.Errorf("mount overlay on %s: %w", in.merged, err)
+	}
+	if spec.Prepare != nil {
+		if err := spec.Prepare(in.merged); err != nil {
+			return nil, fmt.Errorf("instance %s: prepare the root tree: %w", spec.Name, err)
+		}
 	}
 	if err := run(ctx, "ip", "netns", "add", in.netns); err != nil {
 		return nil, err
