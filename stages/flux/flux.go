@@ -36,6 +36,11 @@ type Options struct {
 	ForceSyncPath bool
 	// Vars are extra cluster variables for the render (see opsrepo.RenderInput.Vars).
 	Vars map[string]string
+	// AdoptAppliance is set on the installer host (stages/pipeline): with
+	// managementVM.provision.method appliance the node bootstrapped Flux
+	// itself, and this stage adopts that sync instead of pushing with the
+	// host's age key. The node's own run leaves it false and bootstraps.
+	AdoptAppliance bool
 }
 
 // Stage implements stages.Stage.
@@ -56,12 +61,19 @@ type inputs struct {
 	Flux       string                            `json:"flux"`
 	Registry   string                            `json:"registry"`
 	Version    string                            `json:"version"`
+	// Method is set for provision method appliance only (adopt), so
+	// other fingerprints stay as they were.
+	Method string `json:"method,omitempty"`
 }
 
 // Inputs implements stages.Stage: the ops repo, the components and the Flux versions.
 func (s *Stage) Inputs(cfg *config.Config) any {
-	return inputs{OpsRepo: cfg.OpsRepo, Components: cfg.Components, Flux: fluxmanifests.Versions(),
+	in := inputs{OpsRepo: cfg.OpsRepo, Components: cfg.Components, Flux: fluxmanifests.Versions(),
 		Registry: s.registry(cfg), Version: version.Get().Version}
+	if s.adopts(cfg) {
+		in.Method = cfg.ManagementVM.Provision.Method
+	}
+	return in
 }
 
 // registry is the Flux image mirror: the option (flag) wins over the
@@ -75,6 +87,11 @@ func (s *Stage) registry(cfg *config.Config) string {
 
 // Plan implements stages.Stage.
 func (s *Stage) Plan(ctx context.Context, env *stages.Env) ([]stages.Change, error) {
+	if s.adopts(env.Config) {
+		w := wantSyncOf(env.Config)
+		return []stages.Change{{Action: "adopt", Target: "flux sync " + SyncName,
+			Detail: "bootstrapped by the appliance node from " + redactURL(w.url) + " " + w.path}}, nil
+	}
 	return []stages.Change{
 		{Action: "push", Target: "ops repo " + redactURL(env.Config.OpsRepo.URL), Detail: "render " + opsrepo.ClusterPath(env.Config)},
 		{Action: "apply", Target: "flux components", Detail: "Flux " + firstLine(fluxmanifests.Versions())},
@@ -91,6 +108,9 @@ func (s *Stage) Run(ctx context.Context, env *stages.Env) error {
 	client, err := kube.NewFromKubeconfig(k3s.Kubeconfig)
 	if err != nil {
 		return err
+	}
+	if s.adopts(env.Config) {
+		return s.adopt(ctx, env, client)
 	}
 	repo, err := opsrepo.RepoOptionsFromConfig(env.Config, env.Secrets)
 	if err != nil {

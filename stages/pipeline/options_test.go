@@ -28,3 +28,11 @@ func TestInstallWithPassesForceSyncPath(t *testing.T) {
 		t.Errorf("InstallWith has %d stages, Install %d", got, want)
 	}
 }
+
+// The install pipeline runs on the installer host: its flux stage adopts
+// what an appliance node bootstrapped itself.
+func TestInstallWithAdoptsAppliance(t *testing.T) {
+	if !fluxStage(t, InstallOptions{}).Options().AdoptAppliance {
+		t.Error("the install pipeline's flux stage does not adopt an appliance node's Flux")
+	}
+}

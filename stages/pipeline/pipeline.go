@@ -32,9 +32,12 @@ type InstallOptions struct {
 func InstallWith(provider infra.Provider, o InstallOptions) []stages.Stage {
 	list := Infrastructure(provider)
 	list[0] = preflight.NewWith(provider, o.Preflight)
+	// This is the installer host: an appliance node bootstrapped Flux itself.
+	fo := o.Flux
+	fo.AdoptAppliance = true
 	return append(list,
 		k3s.New(k3s.Options{}),
-		flux.New(o.Flux),
+		flux.New(fo),
 		rollout.New(0),
 	)
 }
