@@ -178,7 +178,9 @@ func TestNodeBootstrapOnStandin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sf.UserData = []byte("#cloud-config\nruncmd:\n  - [sh, -c, " + strconvQuote(script) + "]\n")
+	// The seed's user with the login key stays, as in the appliance seed:
+	// the installer host logs in as it to adopt the node (adoptOnStandin).
+	sf.UserData = append(sf.UserData, "runcmd:\n  - [sh, -c, "+strconvQuote(script)+"]\n"...)
 	inst, err := host.Start(ctx, standin.InstanceSpec{Name: "mgmt", Address: addr, Gateway: n.Gateway(), MAC: mac, Seed: sf})
 	if err != nil {
 		t.Fatal(err)
@@ -305,6 +307,9 @@ func TestNodeBootstrapOnStandin(t *testing.T) {
 	if after := fluxObjects(t, ctx, fluxSide.Client()); after != fluxBefore {
 		t.Errorf("forced flux rerun changed Flux objects: %s -> %s", fluxBefore, after)
 	}
+
+	// The installer host adopts what the node did (provision method appliance).
+	adoptOnStandin(t, ctx, inst, cfg, fluxSide, repo, addr.Addr().String(), commit)
 
 	// A data directory whose K3s images went missing: exit 2 naming the
 	// file, nothing touched.
