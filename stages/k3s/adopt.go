@@ -71,7 +71,10 @@ func (s *Stage) adopt(ctx context.Context, env *stages.Env, c remote.Executor, t
 	if err := saveKubeconfig(env, kc); err != nil {
 		return err
 	}
-	out.Version, out.NodeName, out.ConfigDigest = st.version, t.node, "sha256:"+st.configSHA
+	out.Version, out.NodeName, out.ConfigDigest = st.version, t.node, ""
+	if st.configSHA != "" {
+		out.ConfigDigest = "sha256:" + st.configSHA
+	}
 	out.Kubeconfig, out.Server = kubeconfigPath(env), t.server
 	env.Info(fmt.Sprintf("adopted k3s %s installed by the appliance on %s", st.version, vm))
 	return env.SetOutputs(out)

@@ -95,6 +95,9 @@ func adoptOnStandin(t *testing.T, ctx context.Context, inst *standin.Instance, c
 	if ko.Version != k3sVersion || ko.NodeName != "mgmt" || ko.Server != "https://"+addr+":6443" || ko.HostKeyFingerprint == "" {
 		t.Errorf("k3s outputs %+v", ko)
 	}
+	if sum := strings.Fields(exec1(t, ctx, inst, "sha256sum", "/etc/rancher/k3s/config.yaml"))[0]; ko.ConfigDigest != "sha256:"+sum {
+		t.Errorf("k3s outputs config digest %s, the node's config.yaml has sha256:%s", ko.ConfigDigest, sum)
+	}
 	if fi, err := os.Stat(ko.Kubeconfig); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("kubeconfig %s: %v, want mode 0600", ko.Kubeconfig, err)
 	}
