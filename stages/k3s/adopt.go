@@ -80,7 +80,8 @@ func (s *Stage) adopt(ctx context.Context, env *stages.Env, c remote.Executor, t
 	return env.SetOutputs(out)
 }
 
-// firstBootPoll is how often a progress event reports the wait for cloud-init.
+// firstBootPoll is how often a progress event reports the wait for
+// cloud-init (Stage.poll; tests shorten it).
 const firstBootPoll = 10 * time.Second
 
 // waitFirstBoot runs `cloud-init status --wait` on the node (bounded by ctx)
@@ -98,7 +99,7 @@ func (s *Stage) waitFirstBoot(ctx context.Context, env *stages.Env, c remote.Exe
 		res <- result{b, err}
 	}()
 	start := time.Now()
-	tick := time.NewTicker(firstBootPoll)
+	tick := time.NewTicker(s.poll)
 	defer tick.Stop()
 	for {
 		select {

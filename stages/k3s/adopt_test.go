@@ -4,11 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/opencsp/installer/internal/events"
 	"github.com/opencsp/installer/internal/remote"
+	"github.com/opencsp/installer/stages"
 )
 
 // nodeFiles is an executor over a few node files: ReadFile serves them,
@@ -99,6 +104,80 @@ func TestCheckNodeBootstrap(t *testing.T) {
 				if strings.Contains(err.Error(), w) {
 					t.Errorf("error has %q:\n%v", w, err)
 				}
+			}
+		})
+	}
+}
+
+// firstBoot is an executor whose cloud-init wait ends after delay with out,
+// or with err.
+type firstBoot struct {
+	remote.Executor
+	delay time.Duration
+	out   string
+	err   error
+}
+
+func (f *firstBoot) Output(ctx context.Context, cmd string) ([]byte, error) {
+	if !strings.HasPrefix(cmd, "cloud-init status --wait") {
+		return nil, fmt.Errorf("unexpected command %q", cmd)
+	}
+	select {
+	case <-time.After(f.delay):
+		return []byte(f.out), f.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// TestWaitFirstBoot: the wait for cloud-init reports progress while it
+// lasts, returns cloud-init's status, and ends with the stage context.
+func TestWaitFirstBoot(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		exec        *firstBoot
+		timeout     time.Duration
+		wantStatus  string
+		wantErr     []string
+		minProgress int
+	}{
+		{name: "done after a while", exec: &firstBoot{delay: 200 * time.Millisecond, out: "status: done\n"},
+			timeout: 5 * time.Second, wantStatus: "status: done", minProgress: 2},
+		{name: "done at once", exec: &firstBoot{out: "status: error\n"}, timeout: 5 * time.Second, wantStatus: "status: error"},
+		{name: "stage deadline", exec: &firstBoot{delay: time.Hour}, timeout: 100 * time.Millisecond,
+			wantErr: []string{"mgmt (10.0.0.5)", "wait for cloud-init", context.DeadlineExceeded.Error()}, minProgress: 1},
+		{name: "connection lost", exec: &firstBoot{err: errors.New("ssh: connection lost")}, timeout: 5 * time.Second,
+			wantErr: []string{"mgmt (10.0.0.5)", "connection lost"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := &events.Recorder{}
+			env := &stages.Env{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Events: rec}
+			s := &Stage{poll: 20 * time.Millisecond}
+			ctx, cancel := context.WithTimeout(context.Background(), tc.timeout)
+			defer cancel()
+			ci, err := s.waitFirstBoot(ctx, env, tc.exec, "mgmt (10.0.0.5)")
+			if len(tc.wantErr) == 0 && (err != nil || ci != tc.wantStatus) {
+				t.Errorf("got %q, %v; want %q", ci, err, tc.wantStatus)
+			}
+			for _, w := range tc.wantErr {
+				if err == nil || !strings.Contains(err.Error(), w) {
+					t.Errorf("err %v, want it to name %q", err, w)
+				}
+			}
+			progress, last := 0, events.Status("")
+			for _, e := range rec.Events() {
+				if e.Step == "first-boot" && e.Status == events.Progress && strings.Contains(e.Message, "still running on mgmt") {
+					progress++
+				}
+				if e.Step == "first-boot" {
+					last = e.Status
+				}
+			}
+			if progress < tc.minProgress {
+				t.Errorf("%d progress events, want at least %d", progress, tc.minProgress)
+			}
+			if want := map[bool]events.Status{true: events.Done, false: events.Failed}[len(tc.wantErr) == 0]; last != want {
+				t.Errorf("step first-boot ended %q, want %q", last, want)
 			}
 		})
 	}

@@ -69,14 +69,17 @@ type Options struct {
 }
 
 // Stage installs K3s.
-type Stage struct{ opts Options }
+type Stage struct {
+	opts Options
+	poll time.Duration // progress interval while waiting for the first boot
+}
 
 // New returns the stage.
 func New(opts Options) *Stage {
 	if opts.ReadyTimeout <= 0 {
 		opts.ReadyTimeout = 5 * time.Minute
 	}
-	return &Stage{opts: opts}
+	return &Stage{opts: opts, poll: firstBootPoll}
 }
 
 // Outputs are recorded in the state after every successful step that
