@@ -3,7 +3,9 @@
 // flux-system/, then bootstraps Flux on the K3s cluster with the semantics of flux2's
 // pkg/bootstrap (components, source Secret, sync, health), implemented with client-go
 // server-side apply (field manager opencsp) rather than by importing flux2, whose module
-// would pull Helm, controller-runtime and more into the installer.
+// would pull Helm, controller-runtime and more into the installer. On the installer host with
+// managementVM.provision.method appliance it adopts the sync the node bootstrapped itself
+// (adopt.go) and changes nothing.
 package flux
 
 import (

@@ -6,7 +6,9 @@
 //
 // The node work goes through remote.Executor, so the same code installs K3s
 // on the machine it runs on (Options.Local): the management node installed
-// from the appliance ISO bootstrapping itself (`opencsp node bootstrap`).
+// from the appliance ISO bootstrapping itself (`opencsp node bootstrap`). With
+// managementVM.provision.method appliance, over SSH, the stage adopts what
+// that first boot did (adopt.go) instead of installing.
 package k3s
 
 import (
