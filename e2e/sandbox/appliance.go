@@ -151,7 +151,7 @@ func (s *Sandbox) onApplianceBoot(ctx context.Context, ev pvesim.ApplianceBoot) 
 	if err := os.RemoveAll(dir); err != nil {
 		return err
 	}
-	st, err := installFromISO(ctx, ev.ISOFile, dir)
+	st, err := ReadApplianceISO(ctx, ev.ISOFile, dir)
 	if err != nil {
 		s.log.Printf("VM %d: appliance run from %s FAILED: %v", ev.VMID, ev.ISO, err)
 		return err
@@ -167,11 +167,12 @@ func (s *Sandbox) onApplianceBoot(ctx context.Context, ev pvesim.ApplianceBoot) 
 	return nil
 }
 
-// installFromISO reads the payload of the ISO at isoFile into dir/iso (by
+// ReadApplianceISO reads the payload of the ISO at isoFile into dir/iso (by
 // ISO path), verifies it against payload/manifest.json, and lays out the
 // data partition in dir/data as applinit writes it: every manifest file but
-// the OS image at its payload.DataPath, plus the manifest.
-func installFromISO(ctx context.Context, isoFile, dir string) (payload.Settings, error) {
+// the OS image at its payload.DataPath, plus the manifest. It returns the
+// appliance settings (the seed).
+func ReadApplianceISO(ctx context.Context, isoFile, dir string) (payload.Settings, error) {
 	var st payload.Settings
 	d, err := diskfs.Open(isoFile, diskfs.WithOpenMode(diskfs.ReadOnly))
 	if err != nil {

@@ -1,8 +1,10 @@
 package sandbox_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -84,11 +86,16 @@ func TestApplianceInstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var took []string
 	for _, name := range applianceStages {
 		if got := st.StatusOf(name); got != state.Done {
 			t.Errorf("stage %s: %s, want done", name, got)
 		}
+		if rec := st.Stages[name]; rec != nil {
+			took = append(took, fmt.Sprintf("%s %s", name, time.Duration(rec.DurationMS)*time.Millisecond))
+		}
 	}
+	t.Logf("stages: %s", strings.Join(took, ", "))
 
 	// Exactly one VM, no template: the appliance installed it from the ISO.
 	ids := s.PVE.VMIDs()
@@ -146,8 +153,47 @@ func TestApplianceInstall(t *testing.T) {
 	if n := gitOut(t, s, "rev-list", "--count", "refs/heads/main"); n != "1" {
 		t.Errorf("ops repo main has %s commits, want the node's one bootstrap commit", n)
 	}
-	if _, err := os.Stat(filepath.Join(inst.RootDir(), filepath.FromSlash(seed.DataMount), "opencsp.yaml")); err != nil {
+	// The stand-in booted the ISO's seed, not pvesim's cloud-init drive:
+	// its instance id, and the data partition's fstab entry (which cannot
+	// mount in nspawn: the files are there from before boot instead).
+	root := inst.RootDir()
+	if id, _ := os.ReadFile(filepath.Join(root, "var/lib/cloud/data/instance-id")); !strings.HasPrefix(string(id), "opencsp-sandbox-") {
+		t.Errorf("cloud-init instance id %q: not the appliance seed's (opencsp-sandbox-<hash>)", id)
+	}
+	if fstab, _ := os.ReadFile(filepath.Join(root, "etc/fstab")); !strings.Contains(string(fstab), "LABEL=OPENCSPDATA\t"+seed.DataMount) &&
+		!strings.Contains(string(fstab), "LABEL=OPENCSPDATA "+seed.DataMount) {
+		t.Errorf("cloud-init wrote no fstab entry for the data partition:\n%s", fstab)
+	}
+	if _, err := os.Stat(filepath.Join(root, filepath.FromSlash(seed.DataMount), "opencsp.yaml")); err != nil {
 		t.Errorf("the data partition's node config is not at %s: %v", seed.DataMount, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, "var/log/cloud-init.log")); !strings.Contains(string(b), "Activate mounts: PASS:mount -a") {
+		t.Errorf("cloud-init's mount -a of the seed's mounts did not pass (nofail should make the missing partition harmless)")
+	}
+	if con := strings.Join(s.PVE.Console(vmid), "\n"); !strings.Contains(con, "opencsp-appliance: done") || !strings.Contains(con, "powering off") {
+		t.Errorf("VM %d console: the appliance run did not finish and power off:\n%s", vmid, con)
+	}
+
+	// A payload byte changed on the ISO: the appliance refuses it naming the file.
+	bad := filepath.Join(t.TempDir(), "tampered.iso")
+	isoBytes, err := os.ReadFile(isoPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeCfg, err := os.ReadFile(filepath.Join(root, filepath.FromSlash(seed.DataMount), "opencsp.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := bytes.Index(isoBytes, nodeCfg); i < 0 {
+		t.Fatal("the node config's bytes are not on the ISO")
+	} else {
+		isoBytes[i] ^= 0x20
+	}
+	if err := os.WriteFile(bad, isoBytes, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sandbox.ReadApplianceISO(ctx, bad, filepath.Join(t.TempDir(), "vm")); err == nil || !strings.Contains(err.Error(), "payload/opencsp.yaml corrupted") {
+		t.Errorf("tampered ISO: %v, want payload/opencsp.yaml corrupted", err)
 	}
 
 	// The rerun changes nothing: no mutating PVE call, same refs.
@@ -156,6 +202,11 @@ func TestApplianceInstall(t *testing.T) {
 	r = install(t, ctx, bin, s.Dir, env, args...)
 	if r.code != 0 {
 		t.Fatalf("rerun: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	for _, name := range applianceStages {
+		if !strings.Contains(r.stdout, "["+name+"] skipped") {
+			t.Errorf("rerun did not skip stage %s:\n%s", name, r.stdout)
+		}
 	}
 	if after := s.PVE.MutatingRequests(); len(after) != mutating {
 		t.Errorf("rerun made %d mutating PVE calls: %+v", len(after)-mutating, after[mutating:])
