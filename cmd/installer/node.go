@@ -314,7 +314,8 @@ func copySecret(src, dst string) error {
 }
 
 // nodeStages are the k3s stage working on this machine through exec and the
-// flux stage, exactly as the install pipeline has them.
+// flux stage of the install pipeline, which here bootstraps Flux itself (the
+// pipeline's flux stage adopts the node's result instead: AdoptAppliance).
 func nodeStages(exec remote.Executor, fo flux.Options) []stages.Stage {
 	return []stages.Stage{k3s.New(k3s.Options{Local: exec}), flux.New(fo)}
 }
