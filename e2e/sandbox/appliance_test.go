@@ -72,12 +72,21 @@ func TestApplianceInstall(t *testing.T) {
 	}
 
 	args := []string{"-c", sandbox.ConfigFile}
-	if only := os.Getenv("OPENCSP_APPLIANCE_ONLY"); only != "" {
-		args = append(args, "--only", only)
-	}
 	r = install(t, ctx, bin, s.Dir, env, args...)
-	if r.code != 0 {
+	if r.code != 0 || !strings.Contains(r.stdout, "Install complete") {
 		t.Fatalf("install: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	// The installer adopts what the node did: it installs no K3s, pushes
+	// nothing and clones nothing.
+	for _, want := range []string{"[k3s] adopted k3s", "[flux] adopted the Flux sync"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("install output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	for _, step := range []string{"upload k3s", "run the k3s install script", "clone template"} {
+		if strings.Contains(r.stdout, step) {
+			t.Errorf("install did %q on an appliance node:\n%s", step, r.stdout)
+		}
 	}
 	if err := s.PVE.ValidateLog(); err != nil {
 		t.Errorf("requests the real PVE API would reject:\n%v", err)
@@ -199,6 +208,10 @@ func TestApplianceInstall(t *testing.T) {
 	// The rerun changes nothing: no mutating PVE call, same refs.
 	mutating := len(s.PVE.MutatingRequests())
 	refs := gitRefs(t, s)
+	unit := k3sUnit(t, ctx, s, vmid)
+	if !strings.Contains(unit, "NRestarts=0") {
+		t.Errorf("k3s restarted on the appliance node: %s", unit)
+	}
 	r = install(t, ctx, bin, s.Dir, env, args...)
 	if r.code != 0 {
 		t.Fatalf("rerun: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
@@ -213,6 +226,9 @@ func TestApplianceInstall(t *testing.T) {
 	}
 	if got := gitRefs(t, s); got != refs {
 		t.Errorf("rerun changed the ops repo: %q -> %q", refs, got)
+	}
+	if got := k3sUnit(t, ctx, s, vmid); got != unit {
+		t.Errorf("rerun restarted k3s:\n%s\n->\n%s", unit, got)
 	}
 }
 
