@@ -65,7 +65,7 @@ Every input is checked before anything is written; bad input exits 2.`,
 				return usageErrorf("config %s: not readable (%v); the appliance's NoCloud seed is rendered from the install config: "+
 					"create one with opencsp config init --profile appliance, or pass -c FILE", a.configPath, errors.Unwrap(err))
 			}
-			cfg, err := loadConfig(a)
+			cfg, err := loadConfigWith(a, config.LoadForImage)
 			if err != nil {
 				return err
 			}

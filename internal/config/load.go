@@ -52,18 +52,43 @@ func LoadForNode(path string) (*Config, error) {
 	return ParseForNode(path, filepath.Dir(abs), data)
 }
 
+// LoadForImage is Load for building the appliance ISO (opencsp image iso):
+// everything is validated, but the infrastructure's credential references
+// (the PVE token, the OpenStack secret) need not resolve, since the ISO never
+// carries them and the build machine may not hold them.
+func LoadForImage(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, ErrorList{{Pos: Pos{File: path}, Msg: fmt.Sprintf("cannot read config file: %v; create one with \"opencsp config init --profile appliance\"", unwrapPathErr(err))}}
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", path, err)
+	}
+	return parse(path, filepath.Dir(abs), data, scopeImage)
+}
+
 // Parse is Load for bytes already read. name is used in messages; baseDir
 // anchors relative paths in the file.
 func Parse(name, baseDir string, data []byte) (*Config, error) {
-	return parse(name, baseDir, data, false)
+	return parse(name, baseDir, data, scopeInstall)
 }
 
 // ParseForNode is LoadForNode for bytes already read.
 func ParseForNode(name, baseDir string, data []byte) (*Config, error) {
-	return parse(name, baseDir, data, true)
+	return parse(name, baseDir, data, scopeNode)
 }
 
-func parse(name, baseDir string, data []byte, node bool) (*Config, error) {
+// scope is who reads the config, which decides what must be there.
+type scope int
+
+const (
+	scopeInstall scope = iota // the installer host: everything
+	scopeNode                 // the management node (LoadForNode)
+	scopeImage                // the ISO build (LoadForImage)
+)
+
+func parse(name, baseDir string, data []byte, sc scope) (*Config, error) {
 	root, errs := parseDocument(name, data)
 	if errs != nil {
 		return nil, errs
@@ -103,7 +128,8 @@ func parse(name, baseDir string, data []byte, node bool) (*Config, error) {
 	cfg.raw = data
 	applyDefaults(cfg)
 
-	v := &validator{cfg: cfg, pos: d.pos, file: name, baseDir: baseDir, node: node, decodeErrs: map[string]bool{}}
+	v := &validator{cfg: cfg, pos: d.pos, file: name, baseDir: baseDir, node: sc == scopeNode,
+		unresolvedInfraSecrets: sc == scopeImage, decodeErrs: map[string]bool{}}
 	for _, e := range d.errs {
 		v.decodeErrs[e.Field] = true
 	}

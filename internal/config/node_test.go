@@ -248,3 +248,54 @@ func selfSignedPEM(t *testing.T) string {
 	}
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
 }
+
+func TestLoadForImage(t *testing.T) {
+	// The build machine of the ISO holds the installer's key, the CA file and
+	// the git token, but not the PVE token: the ISO never carries it.
+	files := map[string]string{"git-token": "tok\n", "pve-ca.pem": selfSignedPEM(t)}
+	tests := []struct {
+		name string
+		doc  string
+		errs map[string]string
+	}{
+		{"unset PVE token is fine", operatorYAML, nil},
+		{"malformed PVE token reference is not", edit(t, operatorYAML, "tokenSecret: env:OPENCSP_NODE_TEST_PVE", "tokenSecret: OPENCSP_NODE_TEST_PVE"),
+			map[string]string{"infrastructure.proxmox.tokenSecret": ""}},
+		{"git token still resolved", edit(t, operatorYAML, "token: file:git-token", "token: env:OPENCSP_NODE_TEST_GIT"),
+			map[string]string{"opsRepo.auth.token": "OPENCSP_NODE_TEST_GIT is not set"}},
+		{"bad appliance.after", edit(t, operatorYAML, "secrets:", "appliance:\n  after: sleep\nsecrets:"),
+			map[string]string{"appliance.after": ""}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			doc := strings.Replace(tt.doc, "    airgapDir: k3s-release\n", "    mirror: https://mirror.example.net\n", 1)
+			dir := t.TempDir()
+			writeFiles(t, dir, files)
+			writeKeyPair(t, filepath.Join(dir, "id_ed25519"), "installer")
+			path := filepath.Join(dir, "opencsp.yaml")
+			writeFiles(t, dir, map[string]string{"opencsp.yaml": doc})
+			_, err := LoadForImage(path)
+			if len(tt.errs) == 0 {
+				if err != nil {
+					t.Fatalf("LoadForImage: %v", err)
+				}
+				// The installer's Load does resolve it.
+				_, full := Load(path)
+				list, _ := full.(ErrorList)
+				if findError(list, "infrastructure.proxmox.tokenSecret", "not set") == nil {
+					t.Errorf("Load does not report the unset PVE token: %v", full)
+				}
+				return
+			}
+			list, ok := err.(ErrorList)
+			if !ok {
+				t.Fatalf("LoadForImage = %v (%T), want an ErrorList", err, err)
+			}
+			for field, msg := range tt.errs {
+				if findError(list, field, msg) == nil {
+					t.Errorf("no error for %s containing %q in:\n%v", field, msg, list)
+				}
+			}
+		})
+	}
+}

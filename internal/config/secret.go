@@ -30,6 +30,12 @@ func (r SecretRef) parse() (scheme, target string, err error) {
 	return scheme, target, nil
 }
 
+// CheckForm verifies the reference is well-formed, without resolving it.
+func (r SecretRef) CheckForm() error {
+	_, _, err := r.parse()
+	return err
+}
+
 // Check verifies the reference can be resolved, without returning the value.
 func (r SecretRef) Check(baseDir string) error {
 	_, err := r.Resolve(baseDir)

@@ -27,6 +27,9 @@ type validator struct {
 	baseDir string
 	// node limits the checks to what the management node uses (LoadForNode).
 	node bool
+	// unresolvedInfraSecrets: infrastructure credential references are
+	// not resolved (the ISO build does not use them).
+	unresolvedInfraSecrets bool
 	errs ErrorList
 	// decodeErrs holds fields that already failed to decode; checks of them
 	// or their children would only repeat the problem (e.g. "required").
@@ -318,7 +321,11 @@ func (v *validator) secret(field string, r SecretRef, required bool) {
 		}
 		return
 	}
-	if err := r.Check(v.baseDir); err != nil {
+	check := r.Check
+	if v.unresolvedInfraSecrets && strings.HasPrefix(field, "infrastructure.") {
+		check = func(string) error { return r.CheckForm() }
+	}
+	if err := check(v.baseDir); err != nil {
 		v.errorf(field, "%v", err)
 	}
 }
