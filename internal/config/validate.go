@@ -30,7 +30,7 @@ type validator struct {
 	// unresolvedInfraSecrets: infrastructure credential references are
 	// not resolved (the ISO build does not use them).
 	unresolvedInfraSecrets bool
-	errs ErrorList
+	errs                   ErrorList
 	// decodeErrs holds fields that already failed to decode; checks of them
 	// or their children would only repeat the problem (e.g. "required").
 	decodeErrs map[string]bool
