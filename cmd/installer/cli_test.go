@@ -306,6 +306,17 @@ func TestStageFlags(t *testing.T) {
 			t.Fatalf("%v created the state dir", tc.args)
 		}
 	}
+	// A stage whose earlier stages never ran is refused as bad input, and the
+	// refusal leaves no state dir behind.
+	for _, args := range [][]string{{"--only", "k3s"}, {"--from", "flux"}} {
+		r := opencsp(t, dir, append([]string{"install", "-c", file}, args...)...)
+		if r.code != 2 || !strings.Contains(r.stderr, "stage preflight is pending") {
+			t.Errorf("%v on a fresh state dir: exit %d, want 2 naming the pending preflight:\n%s%s", args, r.code, r.stdout, r.stderr)
+		}
+		if exists(filepath.Join(dir, ".opencsp")) {
+			t.Fatalf("%v: the refusal left a state dir", args)
+		}
+	}
 	if r := opencsp(t, dir, "install", "-c", file, "--only", "preflight"); r.code != 0 {
 		t.Errorf("--only preflight: exit %d: %s", r.code, r.stderr)
 	}

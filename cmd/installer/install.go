@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -92,13 +93,25 @@ func checkStageFlags(opts stages.Options) error {
 	return nil
 }
 
-func runInstall(cmd *cobra.Command, a *app, cfg *config.Config, opts stages.Options, pipe pipeline.InstallOptions) error {
+func runInstall(cmd *cobra.Command, a *app, cfg *config.Config, opts stages.Options, pipe pipeline.InstallOptions) (err error) {
 	ctx := cmd.Context()
+	_, statErr := os.Stat(a.stateDir)
+	fresh := errors.Is(statErr, fs.ErrNotExist)
 	store, err := state.Open(ctx, a.stateDir)
 	if err != nil {
 		return fmt.Errorf("open state dir: %w", err)
 	}
 	defer store.Close()
+	// A refusal before anything ran (e.g. --only k3s on a fresh state dir)
+	// is bad input: leave no state dir behind that this run created.
+	defer func() {
+		if fresh && err != nil && exitCode(err) == exitBadInput {
+			store.Close()
+			if rmErr := os.RemoveAll(a.stateDir); rmErr != nil {
+				err = errors.Join(err, fmt.Errorf("remove the state dir this run created: %w", rmErr))
+			}
+		}
+	}()
 
 	secrets := logging.NewRedactor()
 	logPath := filepath.Join(a.stateDir, "install.log")
