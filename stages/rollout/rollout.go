@@ -134,10 +134,12 @@ func listOpts() metav1.ListOptions { return metav1.ListOptions{} }
 // inProgress reports a Kustomization the controller is reconciling (or holding for a
 // dependency that is): Reconciling=True, Ready=Unknown, or Ready=False with a transient reason.
 func inProgress(u *unstructured.Unstructured) bool {
-	if kube.ConditionStatus(u, "Reconciling") == "True" {
-		return true
-	}
 	cond, ok := kube.FindCondition(u, "Ready")
+	// Reconciling=True ProgressingWithRetry with Ready=False is a failed apply the
+	// controller only waits to retry (as layerFailed reads it): settled, not in progress.
+	if r, rok := kube.FindCondition(u, "Reconciling"); rok && r.Status == "True" {
+		return !(ok && cond.Status == "False" && r.Reason == "ProgressingWithRetry")
+	}
 	if !ok {
 		return false
 	}

@@ -29,6 +29,9 @@ func TestInProgress(t *testing.T) {
 		{"dependency not ready", ks(cond("Ready", "False", "DependencyNotReady")), true},
 		{"build failed", ks(cond("Ready", "False", "BuildFailed")), false},
 		{"health check failed", ks(cond("Ready", "False", "HealthCheckFailed")), false},
+		// kustomize-controller's failed apply: it only waits to retry.
+		{"apply failed, retrying", ks(cond("Ready", "False", "ReconciliationFailed"), cond("Reconciling", "True", "ProgressingWithRetry")), false},
+		{"retrying, ready unknown", ks(cond("Ready", "Unknown", "Progressing"), cond("Reconciling", "True", "ProgressingWithRetry")), true},
 	} {
 		if got := inProgress(tc.u); got != tc.want {
 			t.Errorf("%s: inProgress %v, want %v", tc.name, got, tc.want)
