@@ -8,7 +8,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -X github.com/opencsp/installer/internal/version.version=$(VERSION)
 DEMO_DIR ?= .cache/demo
 
-.PHONY: help build test deps unit e2e lint fmt vet demo demo-down clean
+.PHONY: help build test deps unit e2e lint fmt vet demo demo-appliance demo-down clean
 
 # The end-to-end packages: they boot VM stand-ins, the sandbox, real kube-apiserver +
 # Flux controllers and QEMU (root; `make tools`). `make unit` runs every other package.
@@ -45,6 +45,9 @@ vet:
 
 demo: build ## the whole install on this machine (root): sandbox up + bin/opencsp install; stays up until Ctrl-C
 	@./scripts/demo.sh $(DEMO_DIR)
+
+demo-appliance: build ## make demo with provision method appliance: opencsp image iso, then install boots the ISO
+	@APPLIANCE=1 ./scripts/demo.sh $(DEMO_DIR)
 
 demo-down: ## stop the demo's sandbox (also after a crash) and remove its files
 	$(GO) run ./e2e/sandbox/cmd/sandbox down -dir $(DEMO_DIR)

@@ -7,6 +7,11 @@
 set -euo pipefail
 dir=${1:-.cache/demo}
 root=$(pwd)
+# APPLIANCE=1 (make demo-appliance): provision method appliance — build the ISO first, then the
+# install uploads it and boots the management VM from it.
+appliance=${APPLIANCE:-}
+upflags=()
+[ -n "$appliance" ] && upflags=(-appliance)
 export PATH=/usr/local/go/bin:$PATH
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -23,7 +28,7 @@ mkdir -p "$(dirname "$dir")"
 log=$dir.log
 bin/sandbox down -dir "$dir" >/dev/null
 echo "==> starting the sandbox (first run: builds the VM stand-in tree and the K3s stand-in; log $log)"
-bin/sandbox up -dir "$dir" >"$log" 2>&1 &
+bin/sandbox up -dir "$dir" "${upflags[@]}" >"$log" 2>&1 &
 pid=$!
 stop() {
 	trap - INT TERM
@@ -47,9 +52,14 @@ sed -n '/^Sandbox up/,/^Install:/p' "$log"
 # The whole install: the sandbox also runs Flux's controllers and the flux stand-ins against the
 # K3s stand-in once K3s is up.
 rc=0
+if [ -n "$appliance" ]; then
+	echo
+	echo "\$ opencsp image iso -c $dir/opencsp.yaml"
+	(cd "$dir" && "$root/bin/opencsp" image iso -c opencsp.yaml) || rc=$?
+fi
 echo
 echo "\$ opencsp install -c $dir/opencsp.yaml"
-(cd "$dir" && PVE_TOKEN_SECRET=$(cat pve-token) "$root/bin/opencsp" install -c opencsp.yaml) || rc=$?
+[ "$rc" -eq 0 ] && { (cd "$dir" && PVE_TOKEN_SECRET=$(cat pve-token) "$root/bin/opencsp" install -c opencsp.yaml) || rc=$?; }
 echo
 if [ "$rc" -ne 0 ]; then
 	echo "Install failed (exit $rc). The sandbox stays up for a look: logs in $dir and $log."

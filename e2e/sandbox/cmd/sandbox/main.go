@@ -28,13 +28,14 @@ func main() {
 	dir := fs.String("dir", ".cache/sandbox", "sandbox directory (config, keys, tokens, logs, install state)")
 	nodes := fs.Int("nodes", 1, "PVE nodes: 1 = standalone, 3 = a cluster")
 	prefix := fs.String("prefix", sandbox.DefaultPrefix, "prefix of the stand-in namespaces, links and mounts")
+	appliance := fs.Bool("appliance", false, "provision method appliance: build the ISO with \"opencsp image iso -c opencsp.yaml\", then install boots it")
 	fs.Parse(os.Args[2:])
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var err error
 	switch os.Args[1] {
 	case "up":
-		err = up(ctx, *dir, *nodes, *prefix)
+		err = up(ctx, *dir, *nodes, *prefix, *appliance)
 	case "down":
 		err = sandbox.Down(context.Background(), *dir)
 		if err == nil {
@@ -50,16 +51,16 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: sandbox up|down [-dir DIR] [-nodes N] [-prefix P]")
+	fmt.Fprintln(os.Stderr, "usage: sandbox up|down [-dir DIR] [-nodes N] [-prefix P] [-appliance]")
 	os.Exit(2)
 }
 
-func up(ctx context.Context, dir string, nodes int, prefix string) error {
+func up(ctx context.Context, dir string, nodes int, prefix string, appliance bool) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("the sandbox needs root (network namespaces, overlayfs, systemd-nspawn)")
 	}
 	begin := time.Now()
-	s, err := sandbox.Up(ctx, sandbox.Options{Dir: dir, Nodes: nodes, Prefix: prefix, Log: os.Stderr})
+	s, err := sandbox.Up(ctx, sandbox.Options{Dir: dir, Nodes: nodes, Prefix: prefix, Log: os.Stderr, Appliance: appliance})
 	if err != nil {
 		return err
 	}
