@@ -223,6 +223,11 @@ func TestApplianceBootsAndInstallsToEmptyDisk(t *testing.T) {
 			return []string{"-bios", ovmf, "-drive", "file=" + isoPath + ",format=raw,if=ide,index=0,snapshot=on",
 				"-drive", "file=" + target + ",format=raw,if=ide,index=1"}
 		}, "UEFI", []string{"/dev/sda", "/dev/sdb"}, []string{"/dev/sda", "/dev/sdb"}},
+		// The same USB-stick image on a BIOS machine: SeaBIOS runs the hybrid MBR's isolinux.
+		{"bios-disk", func(target string) []string {
+			return []string{"-drive", "file=" + isoPath + ",format=raw,if=ide,index=0,snapshot=on",
+				"-drive", "file=" + target + ",format=raw,if=ide,index=1"}
+		}, "BIOS", []string{"/dev/sda", "/dev/sdb"}, []string{"/dev/sda", "/dev/sdb"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.fw == "UEFI" {
